@@ -1,0 +1,26 @@
+"""fastlstm: fast LSTMs on the CPU.
+
+Kernel API (one layer, one direction, time-major):  lstm_forward / lstm_backward
+Stacked / bidirectional functional API:           lstm / lstm_grad
+Layer with parameters (torch.nn.LSTM layout):     LSTM
+Backends: native (C++ SIMD) -> numba -> reference (NumPy, the spec); see show_config().
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import backends
+from ._config import config, get_num_threads, set_num_threads, show_config
+from .backends import BackendUnavailable, set_backend
+from .core import Tape, lstm_backward, lstm_forward
+from .functional import StackTape, lstm, lstm_grad
+from .layers import LSTM
+
+backends.active()  # choose at import: FASTLSTM_BACKEND forces one and fails loudly
+
+__all__ = [
+    "__version__", "backends", "BackendUnavailable", "set_backend", "config", "show_config",
+    "set_num_threads", "get_num_threads", "lstm_forward", "lstm_backward", "Tape",
+    "lstm", "lstm_grad", "StackTape", "LSTM",
+]
