@@ -1,0 +1,53 @@
+// dispatch.cpp: the kernel tables compiled into this build, and which one runs.
+// The best ISA the CPU supports is chosen at load; FASTLSTM_ISA=generic|avx2|avx512 (or
+// set_isa from Python) forces a lower one, e.g. so tests cover every path this CPU executes.
+#include <cstring>
+
+#include "cpu_features.h"
+#include "lstm.h"
+
+namespace fastlstm {
+
+const KernelTable* table_generic();
+#if defined(FASTLSTM_X86)
+const KernelTable* table_avx2();
+const KernelTable* table_avx512();
+#endif
+
+std::vector<const KernelTable*> compiled_tables() {
+#if defined(FASTLSTM_X86)
+  return {table_avx512(), table_avx2(), table_generic()};
+#else
+  return {table_generic()};
+#endif
+}
+
+static bool runnable(const KernelTable* t) {
+  const CpuFeatures& f = cpu_features();
+  if (!std::strcmp(t->name, "avx512")) return f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.avx2 && f.fma;
+  if (!std::strcmp(t->name, "avx2")) return f.avx2 && f.fma;
+  return true;
+}
+
+std::vector<const KernelTable*> runnable_tables() {
+  std::vector<const KernelTable*> out;
+  for (auto* t : compiled_tables())
+    if (runnable(t)) out.push_back(t);
+  return out;
+}
+
+const KernelTable* find_table(const char* name) {
+  for (auto* t : compiled_tables())
+    if (!std::strcmp(t->name, name)) return t;
+  return nullptr;
+}
+
+static const KernelTable*& active_slot() {
+  static const KernelTable* t = runnable_tables().front();
+  return t;
+}
+
+const KernelTable* active_table() { return active_slot(); }
+void set_active_table(const KernelTable* t) { active_slot() = t; }
+
+}  // namespace fastlstm

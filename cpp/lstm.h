@@ -1,0 +1,84 @@
+// lstm.h: the native kernel contract (DESIGN.md §2) and the per-ISA kernel table.
+//
+// T = time steps, B = batch, I = input features, H = hidden units; time-major, C-contiguous
+// float32. Gate order i, f, g, o. lengths may be null (every row has T steps).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace fastlstm {
+
+// What forward keeps for backward (training), in the kernel's internal layout: rows sorted by
+// length (perm), compact step order (only the real steps of every step s: Bs[s] rows at
+// offset off[s]), hidden units padded to Hp and gate-interleaved per panel of U units.
+struct Workspace {
+  int T = 0, B = 0, I = 0, H = 0, Hp = 0, U = 0;
+  bool reverse = false;
+  std::vector<int> perm;        // internal row j -> batch row perm[j]
+  std::vector<int> Bs;          // active rows at step s (non-increasing)
+  std::vector<long> off;        // first compact row of step s; off[Teff] = Nact
+  std::vector<long> src;        // compact row n -> row t·B + b of x / y
+  std::vector<float> gates;     // (Nact, 4Hp) activated i, f, g, o, interleaved per panel
+  std::vector<float> c;         // (Nact, Hp) c_t after each real step
+  std::vector<float> hprev;     // (Nact + B, Hp) h_{t-1} before each real step
+  std::vector<float> c0;        // (B, Hp) initial cell state, internal row order
+  const char* isa = "";         // the ISA that ran forward; backward runs the same one
+  size_t nbytes() const {
+    return sizeof(float) * (gates.size() + c.size() + hprev.size() + c0.size()) +
+           sizeof(long) * (off.size() + src.size()) + sizeof(int) * (perm.size() + Bs.size());
+  }
+};
+
+// Weights packed for one ISA's kernels (gate-interleaved panels); reusable across calls.
+struct Packed {
+  int I = 0, H = 0, Hp = 0;
+  const char* isa = "";
+  std::vector<float> Wih, Whh, bias;   // (I, 4Hp) (Hp, 4Hp) (4Hp) in panel order
+};
+
+struct ForwardArgs {
+  int T, B, I, H;
+  const float *x, *W_ih, *W_hh, *b, *h0, *c0;  // (T,B,I) (4H,I) (4H,H) (4H) (B,H) (B,H)
+  const int64_t* lengths;                      // (B) or null
+  bool reverse;
+  float *y, *hT, *cT;                          // (T,B,H) (B,H) (B,H)
+  Workspace* ws;                               // non-null: training
+  int threads;
+};
+
+struct BackwardArgs {
+  const float *dy, *dhT, *dcT;                 // (T,B,H) (B,H) (B,H)
+  const Workspace* ws;
+  const float *x, *W_ih, *W_hh;
+  float *dx, *dW_ih, *dW_hh, *db, *dh0, *dc0;  // (T,B,I) (4H,I) (4H,H) (4H) (B,H) (B,H)
+  int threads;
+};
+
+// Everything compiled once per ISA (lstm_kernels.cpp).
+struct KernelTable {
+  const char* name;      // "generic", "avx2", "avx512"
+  int vector_width;      // floats per SIMD register
+  void (*lstm_forward)(const ForwardArgs&);
+  void (*lstm_backward)(const BackwardArgs&);
+  void (*pack_weights)(const float* W_ih, const float* W_hh, const float* b, int I, int H, Packed& out, int threads);
+  void (*lstm_forward_packed)(const ForwardArgs&, const Packed&);
+  // one step, h and c (B, H) updated in place; x (B, I)
+  void (*lstm_step)(const Packed&, const float* x, float* h, float* c, int B);
+  // C(M,N) = A(M,K)·B(K,N), all row-major (for tests of the GEMM itself)
+  void (*gemm)(int M, int N, int K, const float* A, const float* B, float* C, int threads);
+  void (*eval_sigmoid)(const float* x, float* y, long n);
+  void (*eval_tanh)(const float* x, float* y, long n);
+  void (*eval_exp)(const float* x, float* y, long n);
+  double (*fma_peak)(int threads, double seconds);  // GFLOP/s
+};
+
+// dispatch.cpp
+std::vector<const KernelTable*> compiled_tables();   // every ISA in this build, best first
+std::vector<const KernelTable*> runnable_tables();   // those this CPU can execute
+const KernelTable* find_table(const char* name);     // null if not compiled
+const KernelTable* active_table();
+void set_active_table(const KernelTable* t);
+
+}  // namespace fastlstm

@@ -1,0 +1,659 @@
+// lstm_kernels.cpp: fused LSTM forward and backward for one ISA (float32).
+//
+// Compiled once per ISA (CMakeLists.txt: FASTLSTM_ISA = generic, avx2, avx512) into namespace
+// fastlstm::<isa>; dispatch.cpp picks the best one this CPU runs. The NumPy reference
+// (python/fastlstm/backends/reference.py) is the spec; this file computes the same thing fast:
+//
+//   forward:  Zx = X·W_ihᵀ + b for all real steps in one GEMM, then per step one fused
+//             recurrent tile: z = Zx + h_{t-1}·W_hhᵀ accumulated in registers, activations and
+//             the cell update in the tile's epilogue (no z round-trip through memory).
+//   backward: per step only the elementwise dz and dh_{t-1} = dz·W_hh; after the loop three
+//             merged GEMMs over all real steps: dX = dZ·W_ih, dW_ih = dZᵀ·X, dW_hh = dZᵀ·H_prev.
+//
+// T = time steps, B = batch, I = input, H = hidden; W = floats per vector, U = W hidden units
+// per panel, Hp = H rounded up to 2W (padded units have zero weights and stay exactly 0).
+// Gate-interleaved layout: a (·, 4Hp) row holds, per panel p, [i | f | g | o] of units p·U..p·U+U-1,
+// so one register tile yields all four gates of the same units.
+// Internal rows are sorted by length (longest first), so at step s the active rows are a
+// prefix 0..Bs[s]-1 and padding costs nothing; "compact" arrays hold only real steps.
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <numeric>
+#include <vector>
+
+#include "lstm.h"
+#include "simd.h"
+#include "thread_pool.h"
+
+#define FL_UNROLL _Pragma("GCC unroll 32")
+#define FL_STR2(x) #x
+#define FL_STR(x) FL_STR2(x)
+#define FL_CAT2(a, b) a##b
+#define FL_CAT(a, b) FL_CAT2(a, b)
+#define FL_CAT_TABLE FL_CAT(table_, FASTLSTM_ISA)
+
+namespace fastlstm {
+namespace FASTLSTM_ISA {
+
+// Register tiles: MR4 rows × 4 vectors (fused gate tile, big GEMMs), MR2 rows × 2 vectors
+// (the per-step backward GEMM, whose output columns follow the 2W-aligned thread split).
+#if defined(__AVX512F__)
+constexpr int MR4 = 6, MR2 = 12;   // 24 accumulators of 32 zmm
+#elif defined(__AVX2__)
+constexpr int MR4 = 3, MR2 = 6;    // 12 accumulators of 16 ymm
+#elif defined(__SSE2__)
+constexpr int MR4 = 2, MR2 = 3;    // no FMA: separate mul + add
+#else
+constexpr int MR4 = 4, MR2 = 4;
+#endif
+constexpr int KC = 256;            // K block of the big GEMMs: an A panel stays in L1
+constexpr int MC = 24 * MR4 * 2;   // M block: the packed A block stays in L2
+
+using fbuf = std::unique_ptr<float[]>;
+inline fbuf alloc(size_t n) { return fbuf(new float[n ? n : 1]); }  // uninitialised on purpose
+
+// ---------------------------------------------------------------------------------------------
+// Micro-kernel: acc[i][v] += Σ_k A(i,k) · Bp[k][v·W ..]; A(i,k) = a[i·ars + k·acs], Bp is K rows
+// of NV vectors (a packed panel).
+template <int MR, int NV>
+static inline void micro(long K, const float* a, long ars, long acs, const float* bp, V (&acc)[MR][NV]) {
+  for (long k = 0; k < K; ++k) {
+    V bv[NV];
+    FL_UNROLL for (int v = 0; v < NV; ++v) bv[v] = load(bp + k * NV * W + v * W);
+    FL_UNROLL for (int i = 0; i < MR; ++i) {
+      V ai = set1(a[i * ars + k * acs]);
+      FL_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = fmadd(ai, bv[v], acc[i][v]);
+    }
+  }
+}
+
+// Call f.template operator()<m>() for a runtime m in 1..MR (register tiles need compile-time rows).
+template <int MR, class F>
+static inline void with_rows(int m, F&& f) {
+  if constexpr (MR > 1) {
+    if (m < MR) return with_rows<MR - 1>(m, f);
+  }
+  f.template operator()<MR>();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packing B operands into panels of NR = NV·W columns: panel j is K rows × NR floats.
+// B(k, col) = W[colmap[col]·ldw + k] for k < Kvalid (a transposed read of a weight matrix, its
+// rows chosen by colmap; -1 = zero column).
+static void pack_cols(const float* Wm, long ldw, long K, long Kvalid, long N, const int* colmap, int NR,
+                      float* out) {
+  long panels = (N + NR - 1) / NR;
+  for (long j = 0; j < panels; ++j) {
+    float* o = out + j * K * NR;
+    for (int c = 0; c < NR; ++c) {
+      long col = j * NR + c;
+      int row = col < N ? colmap[col] : -1;
+      const float* src = row >= 0 ? Wm + (long)row * ldw : nullptr;
+      for (long k = 0; k < K; ++k) o[k * NR + c] = (src && k < Kvalid) ? src[k] : 0.f;
+    }
+  }
+}
+
+// B(k, col) = W[rowmap[k]·ldw + col] for col < Nvalid (rowmap null: identity; -1 = zero row).
+static void pack_rows(const float* Wm, long ldw, long K, long N, long Nvalid, const int* rowmap, int NR,
+                      float* out, int threads) {
+  long panels = (N + NR - 1) / NR;
+  int n = (int)std::min<long>(threads, std::max<long>(1, K * N / (1 << 18)));
+  parallel_run(n, [&](int tid, Team& team) {
+    long p0, p1;
+    split_range(panels, team.size(), tid, 1, &p0, &p1);
+    for (long j = p0; j < p1; ++j) {
+      float* o = out + j * K * NR;
+      long c0 = j * NR, nc = std::max<long>(0, std::min<long>(NR, Nvalid - c0));
+      for (long k = 0; k < K; ++k) {
+        int row = rowmap ? rowmap[k] : (int)k;
+        float* ok = o + k * NR;
+        long c = 0;
+        if (row >= 0) {
+          const float* src = Wm + (long)row * ldw + c0;
+          for (; c < nc; ++c) ok[c] = src[c];
+        }
+        for (; c < NR; ++c) ok[c] = 0.f;
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMM: C(M, N) = A(M, K)·B + bias  (or C += A·B when accumulate), B prepacked by pack_*.
+// A(i,k) = A[i·ars + k·acs] (row-major or transposed); only columns < N of C are written.
+template <int MR, int NV>
+struct Gemm {
+  static constexpr int NR = NV * W;
+
+  static void store_tile(int m, const V (&acc)[MR][NV], float* C, long ldc, long c0, long N,
+                         const float* bias, bool add_c) {
+    for (int i = 0; i < m; ++i) {
+      float* ci = C + i * ldc + c0;
+      FL_UNROLL for (int v = 0; v < NV; ++v) {
+        long n = std::min<long>(W, N - c0 - v * W);
+        if (n <= 0) break;
+        V r = acc[i][v];
+        if (n == W) {
+          if (add_c) r = add(r, load(ci + v * W));
+          else if (bias) r = add(r, load(bias + c0 + v * W));
+          store(ci + v * W, r);
+        } else {
+          if (add_c) r = add(r, load_n(ci + v * W, (int)n));
+          else if (bias) r = add(r, load_n(bias + c0 + v * W, (int)n));
+          store_n(ci + v * W, r, (int)n);
+        }
+      }
+    }
+  }
+
+  // rows [m0, m1) × panels [j0, j1) on one thread
+  static void block(long m0, long m1, long j0, long j1, long K, const float* A, long ars, long acs,
+                    const float* Bp, float* C, long ldc, long N, const float* bias, bool accumulate,
+                    float* Ap) {
+    for (long kc0 = 0; kc0 < K; kc0 += KC) {
+      long kc = std::min<long>(KC, K - kc0);
+      bool add_c = accumulate || kc0 > 0;
+      for (long mc0 = m0; mc0 < m1; mc0 += MC) {
+        long mc = std::min<long>(MC, m1 - mc0);
+        // pack A(mc0.., kc0..) into MR-row panels, k-major, zero rows beyond mc
+        for (long ir = 0; ir < mc; ir += MR) {
+          float* ap = Ap + ir * kc;
+          int m = (int)std::min<long>(MR, mc - ir);
+          const float* a = A + (mc0 + ir) * ars + kc0 * acs;
+          for (long k = 0; k < kc; ++k) {
+            for (int i = 0; i < m; ++i) ap[k * MR + i] = a[i * ars + k * acs];
+            for (int i = m; i < MR; ++i) ap[k * MR + i] = 0.f;
+          }
+        }
+        for (long j = j0; j < j1; ++j) {
+          const float* bp = Bp + j * K * NR + kc0 * NR;
+          for (long ir = 0; ir < mc; ir += MR) {
+            V acc[MR][NV];
+            FL_UNROLL for (int i = 0; i < MR; ++i) FL_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = zero();
+            micro<MR, NV>(kc, Ap + ir * kc, 1, MR, bp, acc);
+            store_tile((int)std::min<long>(MR, mc - ir), acc, C + (mc0 + ir) * ldc, ldc, j * NR, N, bias, add_c);
+          }
+        }
+      }
+    }
+  }
+
+  static void run(long M, long N, long K, const float* A, long ars, long acs, const float* Bp, float* C,
+                  long ldc, const float* bias, bool accumulate, int threads) {
+    if (M <= 0 || N <= 0) return;
+    long panels = (N + NR - 1) / NR;
+    if (K <= 0) {  // empty sum
+      if (!accumulate)
+        for (long i = 0; i < M; ++i)
+          for (long c = 0; c < N; ++c) C[i * ldc + c] = bias ? bias[c] : 0.f;
+      return;
+    }
+    double flops = 2.0 * M * N * K;
+    int n = (int)std::min<double>(threads, std::max(1.0, flops / 2e6));
+    bool split_m = M >= (long)MR * 4 * n;
+    if (!split_m) n = (int)std::min<long>(n, panels);
+    parallel_run(std::max(1, n), [&](int tid, Team& team) {
+      fbuf Ap = alloc((size_t)MC * KC);
+      long a0 = 0, a1 = M, b0 = 0, b1 = panels;
+      if (split_m) split_range(M, team.size(), tid, MR, &a0, &a1);
+      else split_range(panels, team.size(), tid, 1, &b0, &b1);
+      if (a0 < a1 && b0 < b1) block(a0, a1, b0, b1, K, A, ars, acs, Bp, C, ldc, N, bias, accumulate, Ap.get());
+    });
+  }
+};
+
+using Gemm4 = Gemm<MR4, 4>;
+
+// ---------------------------------------------------------------------------------------------
+// The step order shared by forward and backward: rows sorted by length (stable, longest
+// first), Bs[s] rows active at step s, compact row n = off[s] + j reads/writes row src[n] of
+// the (T·B, ·) views of x and y.
+struct Order {
+  std::vector<int> perm, Bs;
+  std::vector<long> off, src;
+  std::vector<int> len;  // per internal row
+  bool identity = true;  // src[n] == n: x and y can be used in place
+  long nact() const { return off.back(); }
+};
+
+static Order make_order(int T, int B, const int64_t* lengths, bool reverse) {
+  Order o;
+  o.perm.resize(B);
+  std::iota(o.perm.begin(), o.perm.end(), 0);
+  o.len.assign(B, T);
+  if (lengths) {
+    std::stable_sort(o.perm.begin(), o.perm.end(), [&](int a, int b) { return lengths[a] > lengths[b]; });
+    for (int j = 0; j < B; ++j) o.len[j] = (int)lengths[o.perm[j]];
+  }
+  int Teff = B ? o.len[0] : 0;
+  o.Bs.assign(Teff, 0);
+  for (int j = 0; j < B; ++j)
+    for (int s = 0; s < o.len[j]; ++s) o.Bs[s]++;
+  o.off.assign(Teff + 1, 0);
+  for (int s = 0; s < Teff; ++s) o.off[s + 1] = o.off[s] + o.Bs[s];
+  o.src.resize(o.off[Teff]);
+  for (int s = 0; s < Teff; ++s)
+    for (int j = 0; j < o.Bs[s]; ++j) {
+      int t = reverse ? o.len[j] - 1 - s : s;
+      long n = o.off[s] + j;
+      o.src[n] = (long)t * B + o.perm[j];
+      o.identity = o.identity && o.src[n] == n;
+    }
+  o.identity = o.identity && o.off[Teff] == (long)T * B;
+  return o;
+}
+
+// Gate-interleaved index r = p·4U + q·U + u  ->  row q·H + p·U + u of a PyTorch (4H, ·) weight.
+static std::vector<int> gate_rows(int H, int Hp) {
+  std::vector<int> m(4 * (size_t)Hp);
+  for (int p = 0; p < Hp / W; ++p)
+    for (int q = 0; q < 4; ++q)
+      for (int u = 0; u < W; ++u) {
+        int unit = p * W + u;
+        m[p * 4 * W + q * W + u] = unit < H ? q * H + unit : -1;
+      }
+  return m;
+}
+
+static inline int padded_hidden(int H) { return (H + 2 * W - 1) / (2 * W) * (2 * W); }
+
+// Threads for the recurrent loop: a barrier per step costs ~0.2 µs, so tiny steps run serially.
+static int loop_threads(int threads, long Bmax, long Hp) {
+  double flops_step = 2.0 * Bmax * 4 * Hp * Hp;
+  if (flops_step < 2.5e5) return 1;
+  return (int)std::max<long>(1, std::min<long>(threads, Hp / (2 * W)));
+}
+
+// Gather rows src[n] of a (·, cols) matrix into a compact (N, cols) one.
+static void gather_rows(const float* in, long cols, const std::vector<long>& src, float* out) {
+  for (size_t n = 0; n < src.size(); ++n) std::memcpy(out + n * cols, in + src[n] * cols, sizeof(float) * cols);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward. One fused tile: rows r0..r0+MR-1 of step s, hidden units of panel p.
+struct FwdStep {
+  long Hp, H;
+  const float* Whp;    // packed W_hhᵀ, panel p at Whp + p·Hp·4W
+  const float* hprev;  // (rows, Hp)
+  float* hnext;        // (rows, Hp)
+  float* c;            // (B, Hp), updated in place
+  float* zx;           // (rows, 4Hp) Zx of this step; activated gates are written back when training
+  float* cout;         // (rows, Hp) c_t for backward, or null
+  float* y;            // (T·B, H)
+  const long* src;     // y row of each compact row of this step
+};
+
+template <int MR>
+static inline void fwd_tile(const FwdStep& s, long p, long r0) {
+  const long G = 4 * s.Hp;
+  V acc[MR][4];
+  FL_UNROLL for (int i = 0; i < MR; ++i) FL_UNROLL for (int q = 0; q < 4; ++q)
+    acc[i][q] = load(s.zx + (r0 + i) * G + p * 4 * W + q * W);
+  // z = x_t·W_ihᵀ + b (precomputed) + h_{t-1}·W_hhᵀ
+  micro<MR, 4>(s.Hp, s.hprev + r0 * s.Hp, s.Hp, 1, s.Whp + p * s.Hp * 4 * W, acc);
+  const long u0 = p * W;
+  const int ny = (int)std::min<long>(W, s.H - u0);
+  FL_UNROLL for (int i = 0; i < MR; ++i) {
+    const long row = r0 + i;
+    V ig = sigmoid(acc[i][0]), fg = sigmoid(acc[i][1]), gg = tanh_(acc[i][2]), og = sigmoid(acc[i][3]);
+    float* cp = s.c + row * s.Hp + u0;
+    V c = fmadd(fg, load(cp), mul(ig, gg));   // c_t = f ⊙ c_{t-1} + i ⊙ g
+    V h = mul(og, tanh_(c));                   // h_t = o ⊙ tanh(c_t)
+    store(cp, c);
+    store(s.hnext + row * s.Hp + u0, h);
+    if (s.cout) {  // training: keep activated gates and c_t for backward
+      float* g = s.zx + row * G + p * 4 * W;
+      store(g, ig); store(g + W, fg); store(g + 2 * W, gg); store(g + 3 * W, og);
+      store(s.cout + row * s.Hp + u0, c);
+    }
+    float* yp = s.y + s.src[row] * s.H + u0;
+    if (ny == W) store(yp, h); else if (ny > 0) store_n(yp, h, ny);
+  }
+}
+
+// Pack W_ihᵀ and W_hhᵀ into gate-interleaved 4W-wide panels (and b likewise), once per weight version.
+static void pack_weights(const float* W_ih, const float* W_hh, const float* b, int I, int H, Packed& P, int threads) {
+  const int Hp = padded_hidden(H);
+  const long G = 4L * Hp;
+  std::vector<int> rows = gate_rows(H, Hp);
+  P.I = I; P.H = H; P.Hp = Hp; P.isa = FL_STR(FASTLSTM_ISA);
+  P.Wih.resize((size_t)I * G);
+  P.Whh.resize((size_t)Hp * G);
+  P.bias.resize(G);
+  parallel_run(threads > 1 && (long)H * (I + H) > (1 << 16) ? 2 : 1, [&](int tid, Team& team) {
+    if (tid == 0 || team.size() == 1) pack_cols(W_ih, I, I, I, G, rows.data(), 4 * W, P.Wih.data());
+    if (tid == 1 || team.size() == 1) pack_cols(W_hh, H, Hp, H, G, rows.data(), 4 * W, P.Whh.data());
+  });
+  for (long r = 0; r < G; ++r) P.bias[r] = rows[r] >= 0 ? b[rows[r]] : 0.f;
+}
+
+static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
+  const int T = a.T, B = a.B, I = a.I, H = a.H, Hp = P.Hp;
+  const long G = 4L * Hp;
+  const bool training = a.ws != nullptr;
+  Order o = make_order(T, B, a.lengths, a.reverse);
+  const int Teff = (int)o.Bs.size();
+  const long N = o.nact();
+  if (!o.identity) std::memset(a.y, 0, sizeof(float) * (size_t)T * B * H);  // padding outputs are 0
+  const float* Wih_p = P.Wih.data();
+  const float* Whh_p = P.Whh.data();
+  const float* bias = P.bias.data();
+
+  // Zx = X·W_ihᵀ + b for every real step at once (compact rows)
+  fbuf Zx = alloc((size_t)N * G);
+  const float* X = a.x;
+  fbuf Xc;
+  if (!o.identity) {
+    Xc = alloc((size_t)N * I);
+    gather_rows(a.x, I, o.src, Xc.get());
+    X = Xc.get();
+  }
+  Gemm4::run(N, G, I, X, I, 1, Wih_p, Zx.get(), G, bias, false, a.threads);
+  Xc.reset();
+
+  // state in internal row order, padded to Hp
+  fbuf c = alloc((size_t)B * Hp);
+  size_t hrows = training ? (size_t)N + B : 2 * (size_t)B;  // training keeps every h_{t-1}
+  fbuf hbuf = alloc(hrows * Hp);
+  std::memset(c.get(), 0, sizeof(float) * B * Hp);
+  std::memset(hbuf.get(), 0, sizeof(float) * hrows * Hp);
+  for (int j = 0; j < B; ++j) {
+    std::memcpy(c.get() + (long)j * Hp, a.c0 + (long)o.perm[j] * H, sizeof(float) * H);
+    std::memcpy(hbuf.get() + (long)j * Hp, a.h0 + (long)o.perm[j] * H, sizeof(float) * H);
+  }
+  fbuf c0p, Cn;
+  if (training) {
+    c0p = alloc((size_t)B * Hp);
+    std::memcpy(c0p.get(), c.get(), sizeof(float) * B * Hp);
+    Cn = alloc((size_t)N * Hp);
+  }
+
+  const int nth = loop_threads(a.threads, B, Hp);
+  parallel_run(nth, [&](int tid, Team& team) {
+    long u0, u1;
+    split_range(Hp, team.size(), tid, 2 * W, &u0, &u1);
+    for (int s = 0; s < Teff; ++s) {
+      FwdStep st;
+      st.Hp = Hp; st.H = H; st.Whp = Whh_p;
+      if (training) {
+        st.hprev = hbuf.get() + o.off[s] * Hp;
+        st.hnext = hbuf.get() + o.off[s + 1] * Hp;  // rows past Bs[s+1] spill into later blocks
+        st.cout = Cn.get() + o.off[s] * Hp;
+      } else {
+        st.hprev = hbuf.get() + (s & 1) * (long)B * Hp;
+        st.hnext = hbuf.get() + ((s + 1) & 1) * (long)B * Hp;
+        st.cout = nullptr;
+      }
+      st.c = c.get();
+      st.zx = Zx.get() + o.off[s] * G;
+      st.y = a.y;
+      st.src = o.src.data() + o.off[s];
+      const int rows_s = o.Bs[s];
+      for (long p = u0 / W; p < u1 / W; ++p)
+        for (int r0 = 0; r0 < rows_s; r0 += MR4)
+          with_rows<MR4>(std::min(MR4, rows_s - r0), [&]<int M>() { fwd_tile<M>(st, p, r0); });
+      team.barrier();
+    }
+  });
+
+  // final states: c is already per row; h_T is the output of each row's last real step
+  for (int j = 0; j < B; ++j) {
+    int b = o.perm[j];
+    std::memcpy(a.cT + (long)b * H, c.get() + (long)j * Hp, sizeof(float) * H);
+    if (o.len[j] > 0) {
+      long n = o.off[o.len[j] - 1] + j;
+      std::memcpy(a.hT + (long)b * H, a.y + o.src[n] * H, sizeof(float) * H);
+    } else {
+      std::memcpy(a.hT + (long)b * H, a.h0 + (long)b * H, sizeof(float) * H);
+    }
+  }
+
+  if (training) {
+    Workspace& ws = *a.ws;
+    ws.T = T; ws.B = B; ws.I = I; ws.H = H; ws.Hp = Hp; ws.U = W; ws.reverse = a.reverse;
+    ws.perm = o.perm; ws.Bs = o.Bs; ws.off = o.off; ws.src = o.src;
+    ws.gates.assign(Zx.get(), Zx.get() + N * G);
+    ws.c.assign(Cn.get(), Cn.get() + N * Hp);
+    ws.hprev.assign(hbuf.get(), hbuf.get() + N * Hp);
+    ws.c0.assign(c0p.get(), c0p.get() + (size_t)B * Hp);
+    ws.isa = FL_STR(FASTLSTM_ISA);
+  }
+}
+
+static void lstm_forward(const ForwardArgs& a) {
+  Packed P;
+  pack_weights(a.W_ih, a.W_hh, a.b, a.I, a.H, P, a.threads);
+  lstm_forward_packed(a, P);
+}
+
+// One time step for streaming (T = 1, state carried by the caller, updated in place):
+// z = x·W_ihᵀ + h·W_hhᵀ + b in one register tile, no buffers beyond a copy of h_{t-1}.
+template <int MR>
+static inline void step_tile(const Packed& P, const float* x, const float* hprev, float* h, float* c,
+                             long p, long r0) {
+  const long H = P.H, I = P.I;
+  V acc[MR][4];
+  FL_UNROLL for (int i = 0; i < MR; ++i) FL_UNROLL for (int q = 0; q < 4; ++q)
+    acc[i][q] = load(P.bias.data() + p * 4 * W + q * W);
+  micro<MR, 4>(I, x + r0 * I, I, 1, P.Wih.data() + p * I * 4 * W, acc);
+  micro<MR, 4>(H, hprev + r0 * H, H, 1, P.Whh.data() + p * P.Hp * 4 * W, acc);  // rows k >= H are 0
+  const long u0 = p * W;
+  const int n = (int)std::min<long>(W, H - u0);
+  if (n <= 0) return;
+  FL_UNROLL for (int i = 0; i < MR; ++i) {
+    float* cp = c + (r0 + i) * H + u0;
+    float* hp = h + (r0 + i) * H + u0;
+    V ig = sigmoid(acc[i][0]), fg = sigmoid(acc[i][1]), gg = tanh_(acc[i][2]), og = sigmoid(acc[i][3]);
+    V cv = fmadd(fg, n == W ? load(cp) : load_n(cp, n), mul(ig, gg));
+    V hv = mul(og, tanh_(cv));
+    if (n == W) { store(cp, cv); store(hp, hv); } else { store_n(cp, cv, n); store_n(hp, hv, n); }
+  }
+}
+
+static void lstm_step(const Packed& P, const float* x, float* h, float* c, int B) {
+  DenormalGuard guard;
+  const long H = P.H;
+  float stack_buf[256];
+  fbuf heap_buf;
+  float* hprev = stack_buf;
+  if ((long)B * H > 256) { heap_buf = alloc((size_t)B * H); hprev = heap_buf.get(); }
+  std::memcpy(hprev, h, sizeof(float) * B * H);
+  for (long p = 0; p < P.Hp / W; ++p)
+    for (int r0 = 0; r0 < B; r0 += MR4)
+      with_rows<MR4>(std::min(MR4, B - r0), [&]<int M>() { step_tile<M>(P, x, hprev, h, c, p, r0); });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward. Per step: the elementwise part for this thread's units, a barrier, then this
+// thread's columns of dh_{t-1} = dz·W_hh (all rows of the step).
+static void lstm_backward(const BackwardArgs& a) {
+  const Workspace& ws = *a.ws;
+  const int T = ws.T, B = ws.B, I = ws.I, H = ws.H, Hp = ws.Hp;
+  const long G = 4L * Hp;
+  const int Teff = (int)ws.Bs.size();
+  const long N = ws.off.back();
+  std::vector<int> rows = gate_rows(H, Hp);
+
+  // W_hh as the B operand of dz·W_hh: K = 4Hp gate-interleaved rows, Hp columns, 2W-wide panels
+  fbuf Whh_b = alloc((size_t)G * Hp);
+  pack_rows(a.W_hh, H, G, Hp, H, rows.data(), 2 * W, Whh_b.get(), a.threads);
+
+  fbuf dZ = alloc((size_t)N * G);
+  fbuf dh = alloc((size_t)B * Hp), dc = alloc((size_t)B * Hp);
+  std::memset(dh.get(), 0, sizeof(float) * B * Hp);
+  std::memset(dc.get(), 0, sizeof(float) * B * Hp);
+  for (int j = 0; j < B; ++j) {
+    std::memcpy(dh.get() + (long)j * Hp, a.dhT + (long)ws.perm[j] * H, sizeof(float) * H);
+    std::memcpy(dc.get() + (long)j * Hp, a.dcT + (long)ws.perm[j] * H, sizeof(float) * H);
+  }
+
+  const int nth = loop_threads(a.threads, B, Hp);
+  parallel_run(nth, [&](int tid, Team& team) {
+    long u0, u1;
+    split_range(Hp, team.size(), tid, 2 * W, &u0, &u1);
+    for (int s = Teff - 1; s >= 0; --s) {
+      const int rows_s = ws.Bs[s];
+      const long n0 = ws.off[s];
+      for (int j = 0; j < rows_s; ++j) {
+        const long n = n0 + j;
+        const float* dyr = a.dy + ws.src[n] * H;
+        const float* gr = ws.gates.data() + n * G;
+        const float* cr = ws.c.data() + n * Hp;
+        const float* cpr = s > 0 ? ws.c.data() + (ws.off[s - 1] + j) * Hp : ws.c0.data() + (long)j * Hp;
+        float* dzr = dZ.get() + n * G;
+        for (long p = u0 / W; p < u1 / W; ++p) {
+          const long u = p * W;
+          const int ny = (int)std::max<long>(0, std::min<long>(W, H - u));
+          V dyv = ny == W ? load(dyr + u) : load_n(dyr + u, ny);
+          V dhv = add(load(dh.get() + (long)j * Hp + u), dyv);
+          V dcv = load(dc.get() + (long)j * Hp + u);
+          const float* g = gr + p * 4 * W;
+          V i = load(g), f = load(g + W), gg = load(g + 2 * W), o = load(g + 3 * W);
+          V one = set1(1.f);
+          // h_t = o ⊙ tanh(c_t)
+          V tc = tanh_(load(cr + u));
+          V d_o = mul(dhv, tc);
+          V dcs = fmadd(mul(dhv, o), fnmadd(tc, tc, one), dcv);
+          // c_t = f ⊙ c_{t-1} + i ⊙ g
+          V di = mul(dcs, gg), dg = mul(dcs, i), df = mul(dcs, load(cpr + u));
+          store(dc.get() + (long)j * Hp + u, mul(dcs, f));
+          // through the activations: σ' = σ(1−σ), tanh' = 1 − tanh²
+          float* dz = dzr + p * 4 * W;
+          store(dz, mul(mul(di, i), sub(one, i)));
+          store(dz + W, mul(mul(df, f), sub(one, f)));
+          store(dz + 2 * W, mul(dg, fnmadd(gg, gg, one)));
+          store(dz + 3 * W, mul(mul(d_o, o), sub(one, o)));
+        }
+      }
+      team.barrier();
+      // dh_{t-1}[rows, u0:u1] = dz · W_hh[:, u0:u1]   (z_t = ... + h_{t-1}·W_hhᵀ)
+      const float* dzs = dZ.get() + n0 * G;
+      for (long jj = u0 / (2 * W); jj < u1 / (2 * W); ++jj) {
+        const float* bp = Whh_b.get() + jj * G * 2 * W;
+        for (int r0 = 0; r0 < rows_s; r0 += MR2) {
+          with_rows<MR2>(std::min(MR2, rows_s - r0), [&]<int M>() {
+            V acc[M][2];
+            FL_UNROLL for (int i = 0; i < M; ++i) { acc[i][0] = zero(); acc[i][1] = zero(); }
+            micro<M, 2>(G, dzs + r0 * G, G, 1, bp, acc);
+            FL_UNROLL for (int i = 0; i < M; ++i) {
+              float* d = dh.get() + (long)(r0 + i) * Hp + jj * 2 * W;
+              store(d, acc[i][0]);
+              store(d + W, acc[i][1]);
+            }
+          });
+        }
+      }
+      // no second barrier: the next step's elementwise part reads only this thread's columns
+    }
+  });
+  for (int j = 0; j < B; ++j) {
+    std::memcpy(a.dh0 + (long)ws.perm[j] * H, dh.get() + (long)j * Hp, sizeof(float) * H);
+    std::memcpy(a.dc0 + (long)ws.perm[j] * H, dc.get() + (long)j * Hp, sizeof(float) * H);
+  }
+
+  // merged GEMMs over all real steps
+  bool identity = N == (long)T * B;
+  for (long n = 0; identity && n < N; ++n) identity = ws.src[n] == n;
+  // dX = dZ · W_ih   (K = 4Hp gate-interleaved rows of W_ih)
+  {
+    fbuf Wih_b = alloc((size_t)G * ((I + 4 * W - 1) / (4 * W)) * 4 * W);
+    pack_rows(a.W_ih, I, G, I, I, rows.data(), 4 * W, Wih_b.get(), a.threads);
+    if (identity) {
+      Gemm4::run(N, I, G, dZ.get(), G, 1, Wih_b.get(), a.dx, I, nullptr, false, a.threads);
+    } else {
+      std::memset(a.dx, 0, sizeof(float) * (size_t)T * B * I);  // padding gets no gradient
+      fbuf dXc = alloc((size_t)N * I);
+      Gemm4::run(N, I, G, dZ.get(), G, 1, Wih_b.get(), dXc.get(), I, nullptr, false, a.threads);
+      for (long n = 0; n < N; ++n) std::memcpy(a.dx + ws.src[n] * I, dXc.get() + n * I, sizeof(float) * I);
+    }
+  }
+  // dW_ih = dZᵀ · X and dW_hh = dZᵀ · H_prev  (A = dZᵀ: ars = 1, acs = 4Hp)
+  {
+    const float* X = a.x;
+    fbuf Xc;
+    if (!identity) {
+      Xc = alloc((size_t)N * I);
+      gather_rows(a.x, I, ws.src, Xc.get());
+      X = Xc.get();
+    }
+    long pI = (I + 4 * W - 1) / (4 * W) * 4 * W, pH = (H + 4 * W - 1) / (4 * W) * 4 * W;
+    fbuf Xb = alloc((size_t)std::max<long>(N, 1) * pI), Hb = alloc((size_t)std::max<long>(N, 1) * pH);
+    pack_rows(X, I, N, I, I, nullptr, 4 * W, Xb.get(), a.threads);
+    pack_rows(ws.hprev.data(), Hp, N, H, H, nullptr, 4 * W, Hb.get(), a.threads);
+    fbuf dWi = alloc((size_t)G * I), dWh = alloc((size_t)G * H);
+    Gemm4::run(G, I, N, dZ.get(), 1, G, Xb.get(), dWi.get(), I, nullptr, false, a.threads);
+    Gemm4::run(G, H, N, dZ.get(), 1, G, Hb.get(), dWh.get(), H, nullptr, false, a.threads);
+    std::vector<float> dbp(G, 0.f);
+    for (long n = 0; n < N; ++n) {
+      const float* z = dZ.get() + n * G;
+      for (long r = 0; r < G; ++r) dbp[r] += z[r];
+    }
+    for (long r = 0; r < G; ++r) {
+      if (rows[r] < 0) continue;
+      std::memcpy(a.dW_ih + (long)rows[r] * I, dWi.get() + r * I, sizeof(float) * I);
+      std::memcpy(a.dW_hh + (long)rows[r] * H, dWh.get() + r * H, sizeof(float) * H);
+      a.db[rows[r]] = dbp[r];
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers exposed for tests and the benchmark.
+static void gemm_rowmajor(int M, int N, int K, const float* A, const float* Bm, float* C, int threads) {
+  long panels = (N + 4 * W - 1) / (4 * W);
+  fbuf Bp = alloc((size_t)std::max(K, 1) * panels * 4 * W);
+  pack_rows(Bm, N, K, N, N, nullptr, 4 * W, Bp.get(), threads);
+  Gemm4::run(M, N, K, A, K, 1, Bp.get(), C, N, nullptr, false, threads);
+}
+
+template <V (*F)(V)>
+static void eval(const float* x, float* y, long n) {
+  DenormalGuard g;
+  long i = 0;
+  for (; i + W <= n; i += W) store(y + i, F(load(x + i)));
+  if (i < n) store_n(y + i, F(load_n(x + i, (int)(n - i))), (int)(n - i));
+}
+
+// Peak multiply-add throughput: 12 independent accumulator chains per thread.
+static double fma_peak(int threads, double seconds) {
+  std::vector<double> flops(std::max(threads, 1), 0.0);
+  auto t0 = std::chrono::steady_clock::now();
+  int ran = parallel_run(threads, [&](int tid, Team&) {
+    V acc[12];
+    for (int k = 0; k < 12; ++k) acc[k] = set1(1.0f + 1e-3f * k);
+    V m = set1(0.9999999f), c = set1(1e-7f);
+    long iters = 0;
+    auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    do {
+      for (int r = 0; r < 4096; ++r)
+        FL_UNROLL for (int k = 0; k < 12; ++k) acc[k] = fmadd(acc[k], m, c);
+      iters += 4096;
+    } while (std::chrono::steady_clock::now() < until);
+    V s = acc[0];
+    for (int k = 1; k < 12; ++k) s = add(s, acc[k]);
+    volatile float sink = hsum(s);
+    (void)sink;
+    flops[tid] = 2.0 * 12 * W * iters;
+  });
+  double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double total = 0;
+  for (int i = 0; i < ran; ++i) total += flops[i];
+  return total / dt * 1e-9;
+}
+
+}  // namespace FASTLSTM_ISA
+
+const KernelTable* FL_CAT_TABLE();
+const KernelTable* FL_CAT_TABLE() {
+  static const KernelTable t = {
+      FL_STR(FASTLSTM_ISA), FASTLSTM_ISA::W, FASTLSTM_ISA::lstm_forward, FASTLSTM_ISA::lstm_backward,
+      FASTLSTM_ISA::pack_weights, FASTLSTM_ISA::lstm_forward_packed, FASTLSTM_ISA::lstm_step,
+      FASTLSTM_ISA::gemm_rowmajor, FASTLSTM_ISA::eval<FASTLSTM_ISA::sigmoid>,
+      FASTLSTM_ISA::eval<FASTLSTM_ISA::tanh_>, FASTLSTM_ISA::eval<FASTLSTM_ISA::exp_>, FASTLSTM_ISA::fma_peak};
+  return &t;
+}
+
+}  // namespace fastlstm

@@ -1,0 +1,158 @@
+// thread_pool.cpp: the persistent worker team behind parallel_run (see thread_pool.h).
+#include "thread_pool.h"
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
+namespace fastlstm {
+
+namespace {
+
+inline void cpu_relax() {
+#if defined(__SSE2__)
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+class Pool {
+ public:
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      stop_ = true;
+      ++job_gen_;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+
+  int run(int n, const TeamFn& fn) {
+    std::unique_lock<std::mutex> busy(call_mutex_, std::try_to_lock);
+    if (n <= 1 || !busy.owns_lock()) {  // serial, or the team is in use by another caller
+      Team solo(1);
+      DenormalGuard g;
+      fn(0, solo);
+      return 1;
+    }
+    grow(n - 1);
+    Team team(n);
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      fn_ = &fn;
+      team_ = &team;
+      active_ = n - 1;
+      pending_.store(n - 1, std::memory_order_relaxed);
+      job_gen_seen_.store(job_gen_ + 1, std::memory_order_release);
+      ++job_gen_;
+    }
+    cv_.notify_all();
+    {
+      DenormalGuard g;
+      fn(0, team);
+    }
+    // wait for the workers of this job (spin briefly: they usually finish together)
+    for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+      if (spins < 100000) cpu_relax(); else std::this_thread::yield();
+    }
+    return n;
+  }
+
+ private:
+  void grow(int n) {
+    while ((int)workers_.size() < n) {
+      int id = (int)workers_.size() + 1;
+      workers_.emplace_back([this, id] { loop(id); });
+    }
+  }
+
+  void loop(int id) {
+    long seen = 0;
+    for (;;) {
+      // spin a little before sleeping: back-to-back kernel calls then skip the wake-up cost
+      auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+      while (job_gen_seen_.load(std::memory_order_acquire) == seen &&
+             std::chrono::steady_clock::now() < until)
+        cpu_relax();
+      const TeamFn* fn;
+      Team* team;
+      {
+        std::unique_lock<std::mutex> lk(m_);
+        cv_.wait(lk, [&] { return stop_ || job_gen_ != seen; });
+        if (stop_) return;
+        seen = job_gen_;
+        if (id > active_) continue;  // not part of this job
+        fn = fn_;
+        team = team_;
+      }
+      {
+        DenormalGuard g;
+        (*fn)(id, *team);
+      }
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  std::mutex call_mutex_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::vector<std::thread> workers_;
+  const TeamFn* fn_ = nullptr;
+  Team* team_ = nullptr;
+  int active_ = 0;
+  long job_gen_ = 0;
+  std::atomic<long> job_gen_seen_{0};
+  std::atomic<int> pending_{0};
+  bool stop_ = false;
+};
+
+Pool& pool() {
+  static Pool* p = new Pool();  // never destroyed: workers may outlive static destruction order
+  return *p;
+}
+
+}  // namespace
+
+void Team::barrier() {
+  if (n_ <= 1) return;
+  int gen = generation_.load(std::memory_order_acquire);
+  if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
+    count_.store(0, std::memory_order_relaxed);
+    generation_.store(gen + 1, std::memory_order_release);
+    return;
+  }
+  for (int spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
+    if (spins < 20000) cpu_relax(); else std::this_thread::yield();  // oversubscribed: let others run
+  }
+}
+
+int parallel_run(int n, const TeamFn& fn) { return pool().run(n, fn); }
+
+DenormalGuard::DenormalGuard() {
+#if defined(__SSE2__)
+  saved_ = _mm_getcsr();
+  _mm_setcsr(saved_ | 0x8040);  // FTZ (bit 15) | DAZ (bit 6)
+#else
+  saved_ = 0;
+#endif
+}
+
+DenormalGuard::~DenormalGuard() {
+#if defined(__SSE2__)
+  _mm_setcsr(saved_);
+#endif
+}
+
+int hardware_threads() {
+  unsigned n = std::thread::hardware_concurrency();
+  return n ? (int)n : 1;
+}
+
+}  // namespace fastlstm

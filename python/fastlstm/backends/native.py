@@ -1,0 +1,75 @@
+"""Native backend: the fused C++ SIMD kernels of fastlstm._core (float32).
+
+Runtime ISA dispatch (avx512 -> avx2 -> generic) happens in C++; FASTLSTM_ISA or use_isa()
+forces a lower path. Arrays arrive validated and C-contiguous from fastlstm.core; the
+extension checks them again before touching raw pointers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from .. import _core  # ImportError here marks the backend unavailable
+
+NAME = "native"
+DTYPES = (np.dtype(np.float32),)
+
+
+def info() -> dict:
+    feats = _core.cpu_features()
+    flags = [k for k in ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile") if feats[k]]
+    return {
+        "name": NAME,
+        "dtypes": "float32",
+        "isa": _core.get_isa(),
+        "compiled isas": ", ".join(_core.compiled_isas()),
+        "cpu": f"{feats['brand'] or feats['vendor']} ({' '.join(flags)})",
+        "threads": _core.get_num_threads(),
+        "version": _core.__version__ + (" (sanitized)" if _core.sanitized else ""),
+    }
+
+
+def lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths=None, reverse=False, training=False):
+    return _core.lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths, reverse, training)
+
+
+def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, reverse=False):
+    return _core.lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths, reverse)
+
+
+def set_num_threads(n: int) -> None:
+    _core.set_num_threads(int(n))
+
+
+def supported_isas() -> list:
+    """ISA paths this CPU executes, best first."""
+    return list(_core.supported_isas())
+
+
+def compiled_isas() -> list:
+    return list(_core.compiled_isas())
+
+
+def last_isa() -> str:
+    """The ISA path that ran the last native kernel call."""
+    return _core.last_isa()
+
+
+@contextlib.contextmanager
+def use_isa(name: str):
+    """Force the ISA path `name` (one of supported_isas()) inside the block."""
+    old = _core.get_isa()
+    _core.set_isa(name)
+    try:
+        yield
+    finally:
+        _core.set_isa(old)
+
+
+Cell = _core.Cell
+
+from .._config import get_num_threads as _threads  # noqa: E402  (after _core imported OK)
+
+_core.set_num_threads(_threads())
