@@ -9,7 +9,6 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -181,9 +180,6 @@ PYBIND11_MODULE(_core, m) {
   m.attr("sanitized") = false;
 #endif
   g_threads = hardware_threads();
-  if (const char* env = std::getenv("FASTLSTM_ISA")) {
-    if (*env) set_active_table(table_by_name(env));
-  }
 
   m.def("cpu_features", [] {
     const CpuFeatures& f = cpu_features();

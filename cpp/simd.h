@@ -160,9 +160,15 @@ inline V exp_(V x) {
 // σ(x) = 1 / (1 + e^{-x})
 inline V sigmoid(V x) { return div(set1(1.0f), add(set1(1.0f), exp_(sub(zero(), x)))); }
 
-// tanh(x): odd/even rational approximation (Eigen's generic_fast_tanh_float); |x| >= 7.9 gives ±1.
+// tanh(x): odd/even rational approximation (Eigen's generic_fast_tanh_float). The clamp is
+// where the rational reaches exactly ±1 in float32 (it differs with and without FMA).
+#if defined(__FMA__)
+constexpr float kTanhClamp = 7.99881172180175781f;
+#else
+constexpr float kTanhClamp = 7.90531110763549805f;
+#endif
 inline V tanh_(V x) {
-  x = min_(set1(7.90531110763549805f), max_(set1(-7.90531110763549805f), x));
+  x = min_(set1(kTanhClamp), max_(set1(-kTanhClamp), x));
   V x2 = mul(x, x);
   V p = set1(-2.76076847742355e-16f);
   p = fmadd(x2, p, set1(2.00018790482477e-13f));

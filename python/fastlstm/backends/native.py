@@ -8,6 +8,7 @@ extension checks them again before touching raw pointers.
 from __future__ import annotations
 
 import contextlib
+import os
 
 import numpy as np
 
@@ -69,6 +70,13 @@ def use_isa(name: str):
 
 
 Cell = _core.Cell
+
+_forced_isa = os.environ.get("FASTLSTM_ISA", "").strip()
+if _forced_isa:
+    try:
+        _core.set_isa(_forced_isa)
+    except ValueError as e:  # not ImportError: a forced ISA must fail loudly, never fall back
+        raise RuntimeError(f"FASTLSTM_ISA={_forced_isa!r}: {e}") from None
 
 from .._config import get_num_threads as _threads  # noqa: E402  (after _core imported OK)
 

@@ -1,0 +1,230 @@
+"""Native-module specifics: ISA dispatch, SIMD math accuracy, GEMM, threads, concurrency,
+streaming steps and the extension's own argument checks (never a crash)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from backends_under_test import NATIVE_ISAS
+from conftest import random_lengths, random_problem, require_backend
+
+import fastlstm
+from fastlstm.backends import reference as ref
+
+
+@pytest.fixture(scope="module")
+def native():
+    return require_backend("native")
+
+
+@pytest.fixture
+def core(native):
+    from fastlstm import _core
+
+    return _core
+
+
+def test_dispatch_picks_best_supported_isa(core):
+    compiled, supported = core.compiled_isas(), core.supported_isas()
+    assert set(supported) <= set(compiled) and "generic" in supported
+    order = [isa for isa in NATIVE_ISAS[::-1] if isa in compiled]  # best first
+    assert compiled == order
+    feats = core.cpu_features()
+    assert ("avx2" in supported) == (feats["avx2"] and feats["fma"])
+    assert ("avx512" in supported) == (feats["avx512f"] and feats["avx512bw"] and feats["avx512vl"])
+    if "FASTLSTM_ISA" not in os.environ:
+        assert core.get_isa() == supported[0]
+
+
+@pytest.mark.parametrize("isa", NATIVE_ISAS)
+def test_forcing_an_isa_by_environment(isa, core):
+    if isa not in core.supported_isas():
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    code = ("import numpy as np, fastlstm; from fastlstm import _core; "
+            "fastlstm.lstm_forward(np.ones((2,1,3),np.float32), np.ones((8,3),np.float32), "
+            "np.ones((8,2),np.float32), np.zeros(8,np.float32), backend='native'); "
+            "print(_core.get_isa(), _core.last_isa())")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "FASTLSTM_ISA": isa},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == [isa, isa]
+
+
+def test_unknown_or_unsupported_isa_is_an_error(core):
+    with pytest.raises(ValueError, match="unknown ISA 'sse9'"):
+        core.set_isa("sse9")
+    r = subprocess.run([sys.executable, "-c", "import fastlstm"], env={**os.environ, "FASTLSTM_ISA": "nope"},
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "unknown ISA 'nope'" in r.stderr
+
+
+@pytest.mark.parametrize("isa", NATIVE_ISAS)
+def test_simd_math_accuracy_and_nan(isa, native, core):
+    """The documented bounds of cpp/simd.h, on every ISA path."""
+    if isa not in core.supported_isas():
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    x = np.concatenate([np.linspace(-30, 30, 300_001), [0.0, -0.0, 1e-30, -1e-30]]).astype(np.float32)
+    x64 = x.astype(np.float64)
+    with native.use_isa(isa):
+        sig, th = core._eval("sigmoid", x), core._eval("tanh", x)
+        ex = core._eval("exp", x[(x > -87) & (x < 88)])
+        special = np.array([np.nan, np.inf, -np.inf], np.float32)
+        s_sig, s_th = core._eval("sigmoid", special), core._eval("tanh", special)
+    assert np.abs(sig - 1 / (1 + np.exp(-x64))).max() <= 1.2e-7
+    assert np.abs(th - np.tanh(x64)).max() <= 5e-7
+    e64 = np.exp(x64[(x > -87) & (x < 88)])
+    assert (np.abs(ex - e64) / e64).max() <= 2.5e-7
+    assert np.isnan(s_sig[0]) and s_sig[1] == 1 and s_sig[2] == 0
+    assert np.isnan(s_th[0]) and s_th[1] == 1 and s_th[2] == -1
+    assert (sig >= 0).all() and (sig <= 1).all() and (np.abs(th) <= 1).all()
+
+
+@pytest.mark.parametrize("isa", NATIVE_ISAS)
+@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (7, 3, 5), (37, 53, 71), (130, 300, 65), (5, 513, 33)])
+def test_gemm(isa, M, K, N, native, core, rng):
+    if isa not in core.supported_isas():
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    A = rng.standard_normal((M, K)).astype(np.float32)
+    B = rng.standard_normal((K, N)).astype(np.float32)
+    with native.use_isa(isa):
+        C = core._gemm(A, B)
+    np.testing.assert_allclose(C, A.astype(np.float64) @ B, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+def test_thread_counts_agree(threads, native, rng):
+    T, B, I, H = 9, 11, 13, 70  # H spans several per-thread slices
+    args = random_problem(rng, T, B, I, H, dtype=np.float32)
+    lengths = random_lengths(rng, T, B)
+    old = fastlstm.get_num_threads()
+    try:
+        fastlstm.set_num_threads(threads)
+        y, hT, cT, tape = fastlstm.lstm_forward(*args, lengths, training=True, backend="native")
+        grads = fastlstm.lstm_backward(np.ones_like(y), None, None, tape)
+    finally:
+        fastlstm.set_num_threads(old)
+    a64 = [a.astype(np.float64) for a in args]
+    yr, hr, cr, ws = ref.lstm_forward(*a64, lengths, False, True)
+    gr = ref.lstm_backward(np.ones_like(yr), np.zeros_like(hr), np.zeros_like(cr), ws, a64[0], a64[1], a64[2],
+                           a64[4], a64[5], lengths)
+    np.testing.assert_allclose(y, yr, atol=2e-5, rtol=1e-5)
+    for g, w in zip(grads, gr):
+        assert np.abs(g - w).max() <= 1e-4 * np.abs(w).max()
+
+
+def test_set_num_threads_rejects_zero():
+    with pytest.raises(ValueError, match="n >= 1"):
+        fastlstm.set_num_threads(0)
+
+
+def test_concurrent_calls_from_python_threads(native, rng):
+    """Several Python threads at once (the GIL is released): every result is still right."""
+    problems = [random_problem(rng, 6, 4, 5, 33, dtype=np.float32) for _ in range(6)]
+    wants = [ref.lstm_forward(*[a.astype(np.float64) for a in p], None, False, False)[0] for p in problems]
+    errors = []
+
+    def work(k):
+        try:
+            for _ in range(20):
+                y, _, _, tape = fastlstm.lstm_forward(*problems[k], training=True, backend="native")
+                fastlstm.lstm_backward(np.ones_like(y), None, None, tape)
+                np.testing.assert_allclose(y, wants[k], atol=2e-5, rtol=1e-5)
+        except Exception as e:  # reported below; an exception in a thread is otherwise lost
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(problems))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_denormal_mode_is_restored(native, rng):
+    """Kernels flush denormals internally but must leave the caller's FP mode as it was."""
+    tiny = np.array([1e-39], np.float32)
+    assert tiny[0] != 0 and (tiny * np.float32(1.0))[0] != 0
+    args = random_problem(rng, 3, 2, 2, 5, dtype=np.float32)
+    fastlstm.lstm_forward(*args, backend="native")
+    assert (tiny * np.float32(1.0))[0] != 0
+
+
+def test_backward_uses_the_isa_of_forward(native, core, rng):
+    supported = core.supported_isas()
+    if len(supported) < 2:
+        pytest.skip("only one ISA path runs on this CPU")
+    args = random_problem(rng, 4, 3, 2, 21, dtype=np.float32)
+    with native.use_isa(supported[-1]):
+        y, _, _, tape = fastlstm.lstm_forward(*args, training=True, backend="native")
+    assert tape.workspace.isa == supported[-1] and tape.workspace.nbytes > 0
+    with native.use_isa(supported[0]):
+        dx = fastlstm.lstm_backward(np.ones_like(y), None, None, tape)[0]
+    assert native.last_isa() == supported[-1]
+    a64 = [a.astype(np.float64) for a in args]
+    yr, hr, cr, ws = ref.lstm_forward(*a64, None, False, True)
+    dxr = ref.lstm_backward(np.ones_like(yr), hr * 0, cr * 0, ws, a64[0], a64[1], a64[2], a64[4], a64[5])[0]
+    assert np.abs(dx - dxr).max() <= 1e-4 * np.abs(dxr).max()
+
+
+# ---- the extension's own checks (bypassing the Python validation) ----
+
+def test_core_rejects_bad_arrays(core, rng):
+    x, W_ih, W_hh, b, h0, c0 = random_problem(rng, 4, 3, 2, 5, dtype=np.float32)
+    with pytest.raises(TypeError, match="x must be a float32 array, got dtype float64"):
+        core.lstm_forward(x.astype(np.float64), W_ih, W_hh, b, h0, c0, None, False, False)
+    with pytest.raises(ValueError, match="W_ih must be C-contiguous"):
+        core.lstm_forward(x, np.asfortranarray(W_ih), W_hh, b, h0, c0, None, False, False)
+    with pytest.raises(ValueError, match=r"h0 must have shape \(3, 5\), got \(3, 4\)"):
+        core.lstm_forward(x, W_ih, W_hh, b, h0[:, :4].copy(), c0, None, False, False)
+    with pytest.raises(ValueError, match=r"lengths\[2\] = 9"):
+        core.lstm_forward(x, W_ih, W_hh, b, h0, c0, np.array([1, 2, 9]), False, False)
+    with pytest.raises(TypeError, match="int64"):
+        core.lstm_forward(x, W_ih, W_hh, b, h0, c0, np.array([1, 2, 3], np.int32), False, False)
+    with pytest.raises(ValueError, match="T, B, I and H must all be >= 1"):
+        core.lstm_forward(x[:0], W_ih, W_hh, b, h0, c0, None, False, False)
+    y, hT, cT, ws = core.lstm_forward(x, W_ih, W_hh, b, h0, c0, None, False, True)
+    with pytest.raises(ValueError, match="reverse differs"):
+        core.lstm_backward(y, hT, cT, ws, x, W_ih, W_hh, h0, c0, None, True)
+    with pytest.raises(ValueError, match=r"dy must have shape \(4, 3, 5\)"):
+        core.lstm_backward(y[:2], hT, cT, ws, x, W_ih, W_hh, h0, c0, None, False)
+    with pytest.raises(TypeError):
+        core.lstm_backward(y, hT, cT, None, x, W_ih, W_hh, h0, c0, None, False)
+
+
+# ---- streaming ----
+
+@pytest.mark.parametrize("backend", ["native", "reference"])
+@pytest.mark.parametrize("B,I,H", [(1, 1, 32), (1, 3, 1), (3, 5, 37), (8, 16, 129)])
+def test_stepper_matches_whole_sequence(backend, B, I, H, rng):
+    require_backend(backend)
+    T = 5
+    x, W_ih, W_hh, b, h0, c0 = random_problem(rng, T, B, I, H, dtype=np.float32)
+    cell = fastlstm.stepper(W_ih, W_hh, b, backend=backend)
+    h, c = h0.copy(), c0.copy()
+    ys = []
+    for t in range(T):
+        out = cell.step(x[t], h, c)
+        assert out is h or np.shares_memory(out, h)
+        ys.append(h.copy())
+    a64 = [a.astype(np.float64) for a in (x, W_ih, W_hh, b, h0, c0)]
+    yr, hr, cr, _ = ref.lstm_forward(*a64, None, False, False)
+    np.testing.assert_allclose(np.stack(ys), yr, atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(c, cr, atol=2e-5, rtol=1e-5)
+
+
+def test_native_stepper_rejects_bad_state(native, rng):
+    x, W_ih, W_hh, b, h0, c0 = random_problem(rng, 1, 2, 3, 4, dtype=np.float32)
+    cell = fastlstm.stepper(W_ih, W_hh, b, backend="native")
+    assert (cell.input_size, cell.hidden_size) == (3, 4)
+    with pytest.raises(ValueError, match=r"h must have shape \(2, 4\)"):
+        cell.step(x[0], h0[:1].copy(), c0)
+    with pytest.raises(TypeError, match="c must be a float32 array"):
+        cell.step(x[0], h0, c0.astype(np.float64))
+    with pytest.raises(ValueError, match="must not overlap"):
+        cell.step(x[0], h0, h0)
+    with pytest.raises(ValueError, match=r"W_ih must have shape \(4H, I\)"):
+        fastlstm.stepper(W_ih[:5], W_hh, b)
