@@ -20,13 +20,14 @@ struct Workspace {
   std::vector<int> Bs;          // active rows at step s (non-increasing)
   std::vector<long> off;        // first compact row of step s; off[Teff] = Nact
   std::vector<long> src;        // compact row n -> row t·B + b of x / y
-  std::vector<float> gates;     // (Nact, 4Hp) activated i, f, g, o, interleaved per panel
-  std::vector<float> c;         // (Nact, Hp) c_t after each real step
-  std::vector<float> hprev;     // (Nact + B, Hp) h_{t-1} before each real step
-  std::vector<float> c0;        // (B, Hp) initial cell state, internal row order
-  const char* isa = "";         // the ISA that ran forward; backward runs the same one
+  std::unique_ptr<float[]> gates;  // (Nact, 4Hp) activated i, f, g, o, interleaved per panel
+  std::unique_ptr<float[]> c;      // (Nact, Hp) c_t after each real step
+  std::unique_ptr<float[]> hprev;  // (Nact + B, Hp) h_{t-1} before each real step
+  std::unique_ptr<float[]> c0;     // (B, Hp) initial cell state, internal row order
+  const char* isa = "";            // the ISA that ran forward; backward runs the same one
   size_t nbytes() const {
-    return sizeof(float) * (gates.size() + c.size() + hprev.size() + c0.size()) +
+    size_t N = off.empty() ? 0 : (size_t)off.back();
+    return sizeof(float) * (N * 4 * Hp + N * Hp + (N + B) * Hp + (size_t)B * Hp) +
            sizeof(long) * (off.size() + src.size()) + sizeof(int) * (perm.size() + Bs.size());
   }
 };

@@ -415,10 +415,10 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
     Workspace& ws = *a.ws;
     ws.T = T; ws.B = B; ws.I = I; ws.H = H; ws.Hp = Hp; ws.U = W; ws.reverse = a.reverse;
     ws.perm = o.perm; ws.Bs = o.Bs; ws.off = o.off; ws.src = o.src;
-    ws.gates.assign(Zx.get(), Zx.get() + N * G);
-    ws.c.assign(Cn.get(), Cn.get() + N * Hp);
-    ws.hprev.assign(hbuf.get(), hbuf.get() + N * Hp);
-    ws.c0.assign(c0p.get(), c0p.get() + (size_t)B * Hp);
+    ws.gates = std::move(Zx);  // moved, not copied: these are the biggest buffers of the call
+    ws.c = std::move(Cn);
+    ws.hprev = std::move(hbuf);
+    ws.c0 = std::move(c0p);
     ws.isa = FL_STR(FASTLSTM_ISA);
   }
 }
@@ -500,9 +500,9 @@ static void lstm_backward(const BackwardArgs& a) {
       for (int j = 0; j < rows_s; ++j) {
         const long n = n0 + j;
         const float* dyr = a.dy + ws.src[n] * H;
-        const float* gr = ws.gates.data() + n * G;
-        const float* cr = ws.c.data() + n * Hp;
-        const float* cpr = s > 0 ? ws.c.data() + (ws.off[s - 1] + j) * Hp : ws.c0.data() + (long)j * Hp;
+        const float* gr = ws.gates.get() + n * G;
+        const float* cr = ws.c.get() + n * Hp;
+        const float* cpr = s > 0 ? ws.c.get() + (ws.off[s - 1] + j) * Hp : ws.c0.get() + (long)j * Hp;
         float* dzr = dZ.get() + n * G;
         for (long p = u0 / W; p < u1 / W; ++p) {
           const long u = p * W;
@@ -530,20 +530,28 @@ static void lstm_backward(const BackwardArgs& a) {
       }
       team.barrier();
       // dh_{t-1}[rows, u0:u1] = dz · W_hh[:, u0:u1]   (z_t = ... + h_{t-1}·W_hhᵀ)
+      // K-blocked so a KC × 2W slice of W_hh stays in L1 across all row tiles of the step
       const float* dzs = dZ.get() + n0 * G;
-      for (long jj = u0 / (2 * W); jj < u1 / (2 * W); ++jj) {
-        const float* bp = Whh_b.get() + jj * G * 2 * W;
-        for (int r0 = 0; r0 < rows_s; r0 += MR2) {
-          with_rows<MR2>(std::min(MR2, rows_s - r0), [&]<int M>() {
-            V acc[M][2];
-            FL_UNROLL for (int i = 0; i < M; ++i) { acc[i][0] = zero(); acc[i][1] = zero(); }
-            micro<M, 2>(G, dzs + r0 * G, G, 1, bp, acc);
-            FL_UNROLL for (int i = 0; i < M; ++i) {
-              float* d = dh.get() + (long)(r0 + i) * Hp + jj * 2 * W;
-              store(d, acc[i][0]);
-              store(d + W, acc[i][1]);
-            }
-          });
+      for (long kc0 = 0; kc0 < G; kc0 += KC) {
+        const long kc = std::min<long>(KC, G - kc0);
+        for (long jj = u0 / (2 * W); jj < u1 / (2 * W); ++jj) {
+          const float* bp = Whh_b.get() + jj * G * 2 * W + kc0 * 2 * W;
+          for (int r0 = 0; r0 < rows_s; r0 += MR2) {
+            with_rows<MR2>(std::min(MR2, rows_s - r0), [&]<int M>() {
+              V acc[M][2];
+              FL_UNROLL for (int i = 0; i < M; ++i) {
+                float* d = dh.get() + (long)(r0 + i) * Hp + jj * 2 * W;
+                acc[i][0] = kc0 ? load(d) : zero();
+                acc[i][1] = kc0 ? load(d + W) : zero();
+              }
+              micro<M, 2>(kc, dzs + r0 * G + kc0, G, 1, bp, acc);
+              FL_UNROLL for (int i = 0; i < M; ++i) {
+                float* d = dh.get() + (long)(r0 + i) * Hp + jj * 2 * W;
+                store(d, acc[i][0]);
+                store(d + W, acc[i][1]);
+              }
+            });
+          }
         }
       }
       // no second barrier: the next step's elementwise part reads only this thread's columns
@@ -582,7 +590,7 @@ static void lstm_backward(const BackwardArgs& a) {
     long pI = (I + 4 * W - 1) / (4 * W) * 4 * W, pH = (H + 4 * W - 1) / (4 * W) * 4 * W;
     fbuf Xb = alloc((size_t)std::max<long>(N, 1) * pI), Hb = alloc((size_t)std::max<long>(N, 1) * pH);
     pack_rows(X, I, N, I, I, nullptr, 4 * W, Xb.get(), a.threads);
-    pack_rows(ws.hprev.data(), Hp, N, H, H, nullptr, 4 * W, Hb.get(), a.threads);
+    pack_rows(ws.hprev.get(), Hp, N, H, H, nullptr, 4 * W, Hb.get(), a.threads);
     fbuf dWi = alloc((size_t)G * I), dWh = alloc((size_t)G * H);
     Gemm4::run(G, I, N, dZ.get(), 1, G, Xb.get(), dWi.get(), I, nullptr, false, a.threads);
     Gemm4::run(G, H, N, dZ.get(), 1, G, Hb.get(), dWh.get(), H, nullptr, false, a.threads);
