@@ -48,8 +48,9 @@ constexpr int MR4 = 2, MR2 = 3;    // no FMA: separate mul + add
 #else
 constexpr int MR4 = 4, MR2 = 4;
 #endif
-constexpr int KC = 256;            // K block of the big GEMMs: an A panel stays in L1
-constexpr int MC = 24 * MR4 * 2;   // M block: the packed A block stays in L2
+constexpr int KC = 1024;           // K block of the big GEMMs (measured: larger K blocks win on Zen 4)
+constexpr int MC = 48 * MR4;        // M block of the big GEMMs
+constexpr int KCS = 256;           // K block of the per-step backward GEMM: its W_hh slice stays in L1/L2
 
 using fbuf = std::unique_ptr<float[]>;
 inline fbuf alloc(size_t n) { return fbuf(new float[n ? n : 1]); }  // uninitialised on purpose
@@ -530,10 +531,10 @@ static void lstm_backward(const BackwardArgs& a) {
       }
       team.barrier();
       // dh_{t-1}[rows, u0:u1] = dz · W_hh[:, u0:u1]   (z_t = ... + h_{t-1}·W_hhᵀ)
-      // K-blocked so a KC × 2W slice of W_hh stays in L1 across all row tiles of the step
+      // K-blocked so a KCS × 2W slice of W_hh stays in L1 across all row tiles of the step
       const float* dzs = dZ.get() + n0 * G;
-      for (long kc0 = 0; kc0 < G; kc0 += KC) {
-        const long kc = std::min<long>(KC, G - kc0);
+      for (long kc0 = 0; kc0 < G; kc0 += KCS) {
+        const long kc = std::min<long>(KCS, G - kc0);
         for (long jj = u0 / (2 * W); jj < u1 / (2 * W); ++jj) {
           const float* bp = Whh_b.get() + jj * G * 2 * W + kc0 * 2 * W;
           for (int r0 = 0; r0 < rows_s; r0 += MR2) {
