@@ -197,7 +197,8 @@ struct Gemm {
     bool split_m = M >= (long)MR * 4 * n;
     if (!split_m) n = (int)std::min<long>(n, panels);
     parallel_run(std::max(1, n), [&](int tid, Team& team) {
-      fbuf Ap = alloc((size_t)MC * KC);
+      // sized to the problem: a full MC×KC buffer is a megabyte, i.e. an mmap per small call
+      fbuf Ap = alloc((size_t)std::min<long>(MC, (M + MR - 1) / MR * MR) * std::min<long>(KC, K));
       long a0 = 0, a1 = M, b0 = 0, b1 = panels;
       if (split_m) split_range(M, team.size(), tid, MR, &a0, &a1);
       else split_range(panels, team.size(), tid, 1, &b0, &b1);
