@@ -143,7 +143,7 @@ struct Cell {
     const float* wh = checked(W_hh, "W_hh", {4 * H, H});
     const float* bb = checked(b, "b", {4 * H});
     table = active_table();
-    table->pack_weights(wi, wh, bb, I, H, P, g_threads.load());
+    table->pack_weights(wi, wh, bb, I, H, P, g_threads.load(), true);
   }
   // h and c (B, H) float32 are updated in place; returns h
   py::array step(py::array x, py::array h, py::array c) {
@@ -216,6 +216,10 @@ PYBIND11_MODULE(_core, m) {
     return runnable_tables().front()->fma_peak(threads, seconds);
   }, py::arg("threads"), py::arg("seconds") = 0.2,
      "GFLOP/s of a multiply-add loop on the best ISA this CPU runs (the machine's FMA peak)");
+
+  m.def("release_scratch", [] {
+    for (auto* t : compiled_tables()) t->release_scratch();
+  }, "free the calling thread's scratch buffers (kept between calls to avoid page faults)");
 
   m.def("lstm_forward", &forward, py::arg("x"), py::arg("W_ih"), py::arg("W_hh"), py::arg("b"), py::arg("h0"),
         py::arg("c0"), py::arg("lengths"), py::arg("reverse"), py::arg("training"),

@@ -32,11 +32,13 @@ struct Workspace {
   }
 };
 
-// Weights packed for one ISA's kernels (gate-interleaved panels); reusable across calls.
+// Weights packed for one ISA's kernels (gate-interleaved panels). Within one call they live in
+// per-thread scratch; `persistent` packings (Cell) own their storage.
 struct Packed {
   int I = 0, H = 0, Hp = 0;
   const char* isa = "";
-  std::vector<float> Wih, Whh, bias;   // (I, 4Hp) (Hp, 4Hp) (4Hp) in panel order
+  const float *Wih = nullptr, *Whh = nullptr, *bias = nullptr;  // (I, 4Hp) (Hp, 4Hp) (4Hp)
+  std::vector<float> storage;
 };
 
 struct ForwardArgs {
@@ -63,7 +65,8 @@ struct KernelTable {
   int vector_width;      // floats per SIMD register
   void (*lstm_forward)(const ForwardArgs&);
   void (*lstm_backward)(const BackwardArgs&);
-  void (*pack_weights)(const float* W_ih, const float* W_hh, const float* b, int I, int H, Packed& out, int threads);
+  void (*pack_weights)(const float* W_ih, const float* W_hh, const float* b, int I, int H, Packed& out, int threads,
+                       bool persistent);
   void (*lstm_forward_packed)(const ForwardArgs&, const Packed&);
   // one step, h and c (B, H) updated in place; x (B, I)
   void (*lstm_step)(const Packed&, const float* x, float* h, float* c, int B);
@@ -73,6 +76,7 @@ struct KernelTable {
   void (*eval_tanh)(const float* x, float* y, long n);
   void (*eval_exp)(const float* x, float* y, long n);
   double (*fma_peak)(int threads, double seconds);  // GFLOP/s
+  void (*release_scratch)();                         // free this thread's scratch buffers
 };
 
 // dispatch.cpp

@@ -55,6 +55,29 @@ constexpr int KCS = 256;           // K block of the per-step backward GEMM: its
 using fbuf = std::unique_ptr<float[]>;
 inline fbuf alloc(size_t n) { return fbuf(new float[n ? n : 1]); }  // uninitialised on purpose
 
+// Per-thread scratch reused across calls (grows, never shrinks; release_scratch() frees it).
+// Fresh multi-megabyte buffers cost a page fault per page, the kernel zeroing each one: about
+// a third of the weight-packing time of a large layer before this.
+enum Slot { S_PACK, S_ZX, S_XC, S_C, S_H, S_WHHB, S_DZ, S_DH, S_DC, S_WIHB, S_DXC, S_XB, S_HB, S_DWI, S_DWH,
+            S_AP, S_GEMMB, S_STEP, NSLOTS };
+struct ScratchBuf {
+  fbuf p;
+  size_t n = 0;
+};
+thread_local ScratchBuf tls_scratch[NSLOTS];
+static float* scratch(Slot s, size_t n) {
+  ScratchBuf& b = tls_scratch[s];
+  if (b.n < n) {
+    b.p.reset();
+    b.p = alloc(n);
+    b.n = n;
+  }
+  return b.p.get();
+}
+static void release_scratch() {
+  for (auto& b : tls_scratch) { b.p.reset(); b.n = 0; }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Micro-kernel: acc[i][v] += Σ_k A(i,k) · Bp[k][v·W ..]; A(i,k) = a[i·ars + k·acs], Bp is K rows
 // of NV vectors (a packed panel).
@@ -81,20 +104,66 @@ static inline void with_rows(int m, F&& f) {
 
 // ---------------------------------------------------------------------------------------------
 // Packing B operands into panels of NR = NV·W columns: panel j is K rows × NR floats.
-// B(k, col) = W[colmap[col]·ldw + k] for k < Kvalid (a transposed read of a weight matrix, its
-// rows chosen by colmap; -1 = zero column).
-static void pack_cols(const float* Wm, long ldw, long K, long Kvalid, long N, const int* colmap, int NR,
-                      float* out) {
-  long panels = (N + NR - 1) / NR;
-  for (long j = 0; j < panels; ++j) {
-    float* o = out + j * K * NR;
-    for (int c = 0; c < NR; ++c) {
-      long col = j * NR + c;
-      int row = col < N ? colmap[col] : -1;
-      const float* src = row >= 0 ? Wm + (long)row * ldw : nullptr;
-      for (long k = 0; k < K; ++k) o[k * NR + c] = (src && k < Kvalid) ? src[k] : 0.f;
-    }
+#if defined(__AVX2__)
+// out[kk·ldo + u] = src[u·lds + kk] for u, kk < 8: an 8×8 block transposed in registers.
+static inline void transpose8x8(const float* src, long lds, float* out, long ldo) {
+  __m256 r[8], t[8], q[8];
+  for (int u = 0; u < 8; ++u) r[u] = _mm256_loadu_ps(src + u * lds);
+  for (int u = 0; u < 8; u += 2) {
+    t[u] = _mm256_unpacklo_ps(r[u], r[u + 1]);
+    t[u + 1] = _mm256_unpackhi_ps(r[u], r[u + 1]);
   }
+  for (int u = 0; u < 8; u += 4) {
+    q[u] = _mm256_shuffle_ps(t[u], t[u + 2], 0x44);
+    q[u + 1] = _mm256_shuffle_ps(t[u], t[u + 2], 0xEE);
+    q[u + 2] = _mm256_shuffle_ps(t[u + 1], t[u + 3], 0x44);
+    q[u + 3] = _mm256_shuffle_ps(t[u + 1], t[u + 3], 0xEE);
+  }
+  for (int kk = 0; kk < 4; ++kk) {
+    _mm256_storeu_ps(out + kk * ldo, _mm256_permute2f128_ps(q[kk], q[kk + 4], 0x20));
+    _mm256_storeu_ps(out + (kk + 4) * ldo, _mm256_permute2f128_ps(q[kk], q[kk + 4], 0x31));
+  }
+}
+#endif
+
+// B(k, col) = W[colmap[col]·ldw + k] for k < Kvalid (a transposed read of a weight matrix, its
+// rows chosen by colmap; -1 = zero column). A group of W columns that maps to W consecutive rows
+// (every gate block of a full panel) is transposed 8×8 in registers; a scalar column-at-a-time
+// loop made packing a third of a latency-shape forward.
+static void pack_cols(const float* Wm, long ldw, long K, long Kvalid, long N, const int* colmap, int NR,
+                      float* out, int threads) {
+  long panels = (N + NR - 1) / NR;
+  int n = (int)std::min<long>(threads, std::max<long>(1, K * N / (1 << 18)));
+  parallel_run(n, [&](int tid, Team& team) {
+    long p0, p1;
+    split_range(panels, team.size(), tid, 1, &p0, &p1);
+    for (long j = p0; j < p1; ++j) {
+      float* o = out + j * K * NR;
+      for (int g = 0; g < NR; g += W) {
+        const long c0 = j * NR + g;
+        const int r0 = c0 < N ? colmap[c0] : -1;
+        bool consecutive = r0 >= 0 && c0 + W <= N;
+        for (int u = 1; consecutive && u < W; ++u) consecutive = colmap[c0 + u] == r0 + u;
+        long k = 0;
+        if (consecutive) {
+          const float* src = Wm + (long)r0 * ldw;
+#if defined(__AVX2__)
+          for (; k + 8 <= Kvalid; k += 8)
+            for (int u = 0; u < W; u += 8) transpose8x8(src + u * ldw + k, ldw, o + k * NR + g + u, NR);
+#endif
+          for (; k < Kvalid; ++k)
+            for (int u = 0; u < W; ++u) o[k * NR + g + u] = src[u * ldw + k];
+          for (; k < K; ++k) store(o + k * NR + g, zero());
+          continue;
+        }
+        for (int u = 0; u < W; ++u) {
+          const long col = c0 + u;
+          const int row = col < N ? colmap[col] : -1;
+          for (k = 0; k < K; ++k) o[k * NR + g + u] = (row >= 0 && k < Kvalid) ? Wm[(long)row * ldw + k] : 0.f;
+        }
+      }
+    }
+  });
 }
 
 // B(k, col) = W[rowmap[k]·ldw + col] for col < Nvalid (rowmap null: identity; -1 = zero row).
@@ -198,11 +267,11 @@ struct Gemm {
     if (!split_m) n = (int)std::min<long>(n, panels);
     parallel_run(std::max(1, n), [&](int tid, Team& team) {
       // sized to the problem: a full MC×KC buffer is a megabyte, i.e. an mmap per small call
-      fbuf Ap = alloc((size_t)std::min<long>(MC, (M + MR - 1) / MR * MR) * std::min<long>(KC, K));
+      float* Ap = scratch(S_AP, (size_t)std::min<long>(MC, (M + MR - 1) / MR * MR) * std::min<long>(KC, K));
       long a0 = 0, a1 = M, b0 = 0, b1 = panels;
       if (split_m) split_range(M, team.size(), tid, MR, &a0, &a1);
       else split_range(panels, team.size(), tid, 1, &b0, &b1);
-      if (a0 < a1 && b0 < b1) block(a0, a1, b0, b1, K, A, ars, acs, Bp, C, ldc, N, bias, accumulate, Ap.get());
+      if (a0 < a1 && b0 < b1) block(a0, a1, b0, b1, K, A, ars, acs, Bp, C, ldc, N, bias, accumulate, Ap);
     });
   }
 };
@@ -317,19 +386,27 @@ static inline void fwd_tile(const FwdStep& s, long p, long r0) {
 }
 
 // Pack W_ihᵀ and W_hhᵀ into gate-interleaved 4W-wide panels (and b likewise), once per weight version.
-static void pack_weights(const float* W_ih, const float* W_hh, const float* b, int I, int H, Packed& P, int threads) {
+static void pack_weights(const float* W_ih, const float* W_hh, const float* b, int I, int H, Packed& P, int threads,
+                         bool persistent) {
   const int Hp = padded_hidden(H);
   const long G = 4L * Hp;
   std::vector<int> rows = gate_rows(H, Hp);
   P.I = I; P.H = H; P.Hp = Hp; P.isa = FL_STR(FASTLSTM_ISA);
-  P.Wih.resize((size_t)I * G);
-  P.Whh.resize((size_t)Hp * G);
-  P.bias.resize(G);
-  parallel_run(threads > 1 && (long)H * (I + H) > (1 << 16) ? 2 : 1, [&](int tid, Team& team) {
-    if (tid == 0 || team.size() == 1) pack_cols(W_ih, I, I, I, G, rows.data(), 4 * W, P.Wih.data());
-    if (tid == 1 || team.size() == 1) pack_cols(W_hh, H, Hp, H, G, rows.data(), 4 * W, P.Whh.data());
-  });
-  for (long r = 0; r < G; ++r) P.bias[r] = rows[r] >= 0 ? b[rows[r]] : 0.f;
+  const size_t n = (size_t)I * G + (size_t)Hp * G + G;
+  float* buf;
+  if (persistent) {
+    P.storage.resize(n);
+    buf = P.storage.data();
+  } else {
+    buf = scratch(S_PACK, n);
+  }
+  float* Wih = buf;
+  float* Whh = buf + (size_t)I * G;
+  float* bias = Whh + (size_t)Hp * G;
+  pack_cols(W_ih, I, I, I, G, rows.data(), 4 * W, Wih, threads);
+  pack_cols(W_hh, H, Hp, H, G, rows.data(), 4 * W, Whh, threads);
+  for (long r = 0; r < G; ++r) bias[r] = rows[r] >= 0 ? b[rows[r]] : 0.f;
+  P.Wih = Wih; P.Whh = Whh; P.bias = bias;
 }
 
 static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
@@ -340,36 +417,35 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
   const int Teff = (int)o.Bs.size();
   const long N = o.nact();
   if (!o.identity) std::memset(a.y, 0, sizeof(float) * (size_t)T * B * H);  // padding outputs are 0
-  const float* Wih_p = P.Wih.data();
-  const float* Whh_p = P.Whh.data();
-  const float* bias = P.bias.data();
+  const float* Wih_p = P.Wih;
+  const float* Whh_p = P.Whh;
+  const float* bias = P.bias;
 
-  // Zx = X·W_ihᵀ + b for every real step at once (compact rows)
-  fbuf Zx = alloc((size_t)N * G);
+  // Zx = X·W_ihᵀ + b for every real step at once (compact rows). When training it becomes the
+  // workspace's gate buffer, so it is owned; otherwise scratch.
+  fbuf Zx_own, hbuf_own, c0p, Cn;
+  float* Zx = training ? (Zx_own = alloc((size_t)N * G)).get() : scratch(S_ZX, (size_t)N * G);
   const float* X = a.x;
-  fbuf Xc;
   if (!o.identity) {
-    Xc = alloc((size_t)N * I);
-    gather_rows(a.x, I, o.src, Xc.get());
-    X = Xc.get();
+    float* Xc = scratch(S_XC, (size_t)N * I);
+    gather_rows(a.x, I, o.src, Xc);
+    X = Xc;
   }
-  Gemm4::run(N, G, I, X, I, 1, Wih_p, Zx.get(), G, bias, false, a.threads);
-  Xc.reset();
+  Gemm4::run(N, G, I, X, I, 1, Wih_p, Zx, G, bias, false, a.threads);
 
   // state in internal row order, padded to Hp
-  fbuf c = alloc((size_t)B * Hp);
+  float* c = scratch(S_C, (size_t)B * Hp);
   size_t hrows = training ? (size_t)N + B : 2 * (size_t)B;  // training keeps every h_{t-1}
-  fbuf hbuf = alloc(hrows * Hp);
-  std::memset(c.get(), 0, sizeof(float) * B * Hp);
-  std::memset(hbuf.get(), 0, sizeof(float) * hrows * Hp);
+  float* hbuf = training ? (hbuf_own = alloc(hrows * Hp)).get() : scratch(S_H, hrows * Hp);
+  std::memset(c, 0, sizeof(float) * B * Hp);
+  std::memset(hbuf, 0, sizeof(float) * B * Hp);  // later rows are written before they are read
   for (int j = 0; j < B; ++j) {
-    std::memcpy(c.get() + (long)j * Hp, a.c0 + (long)o.perm[j] * H, sizeof(float) * H);
-    std::memcpy(hbuf.get() + (long)j * Hp, a.h0 + (long)o.perm[j] * H, sizeof(float) * H);
+    std::memcpy(c + (long)j * Hp, a.c0 + (long)o.perm[j] * H, sizeof(float) * H);
+    std::memcpy(hbuf + (long)j * Hp, a.h0 + (long)o.perm[j] * H, sizeof(float) * H);
   }
-  fbuf c0p, Cn;
   if (training) {
     c0p = alloc((size_t)B * Hp);
-    std::memcpy(c0p.get(), c.get(), sizeof(float) * B * Hp);
+    std::memcpy(c0p.get(), c, sizeof(float) * B * Hp);
     Cn = alloc((size_t)N * Hp);
   }
 
@@ -381,16 +457,16 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
       FwdStep st;
       st.Hp = Hp; st.H = H; st.Whp = Whh_p;
       if (training) {
-        st.hprev = hbuf.get() + o.off[s] * Hp;
-        st.hnext = hbuf.get() + o.off[s + 1] * Hp;  // rows past Bs[s+1] spill into later blocks
+        st.hprev = hbuf + o.off[s] * Hp;
+        st.hnext = hbuf + o.off[s + 1] * Hp;  // rows past Bs[s+1] spill into later blocks
         st.cout = Cn.get() + o.off[s] * Hp;
       } else {
-        st.hprev = hbuf.get() + (s & 1) * (long)B * Hp;
-        st.hnext = hbuf.get() + ((s + 1) & 1) * (long)B * Hp;
+        st.hprev = hbuf + (s & 1) * (long)B * Hp;
+        st.hnext = hbuf + ((s + 1) & 1) * (long)B * Hp;
         st.cout = nullptr;
       }
-      st.c = c.get();
-      st.zx = Zx.get() + o.off[s] * G;
+      st.c = c;
+      st.zx = Zx + o.off[s] * G;
       st.y = a.y;
       st.src = o.src.data() + o.off[s];
       const int rows_s = o.Bs[s];
@@ -404,7 +480,7 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
   // final states: c is already per row; h_T is the output of each row's last real step
   for (int j = 0; j < B; ++j) {
     int b = o.perm[j];
-    std::memcpy(a.cT + (long)b * H, c.get() + (long)j * Hp, sizeof(float) * H);
+    std::memcpy(a.cT + (long)b * H, c + (long)j * Hp, sizeof(float) * H);
     if (o.len[j] > 0) {
       long n = o.off[o.len[j] - 1] + j;
       std::memcpy(a.hT + (long)b * H, a.y + o.src[n] * H, sizeof(float) * H);
@@ -417,9 +493,9 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
     Workspace& ws = *a.ws;
     ws.T = T; ws.B = B; ws.I = I; ws.H = H; ws.Hp = Hp; ws.U = W; ws.reverse = a.reverse;
     ws.perm = o.perm; ws.Bs = o.Bs; ws.off = o.off; ws.src = o.src;
-    ws.gates = std::move(Zx);  // moved, not copied: these are the biggest buffers of the call
+    ws.gates = std::move(Zx_own);  // moved, not copied: these are the biggest buffers of the call
     ws.c = std::move(Cn);
-    ws.hprev = std::move(hbuf);
+    ws.hprev = std::move(hbuf_own);
     ws.c0 = std::move(c0p);
     ws.isa = FL_STR(FASTLSTM_ISA);
   }
@@ -427,7 +503,7 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
 
 static void lstm_forward(const ForwardArgs& a) {
   Packed P;
-  pack_weights(a.W_ih, a.W_hh, a.b, a.I, a.H, P, a.threads);
+  pack_weights(a.W_ih, a.W_hh, a.b, a.I, a.H, P, a.threads, false);
   lstm_forward_packed(a, P);
 }
 
@@ -439,9 +515,9 @@ static inline void step_tile(const Packed& P, const float* x, const float* hprev
   const long H = P.H, I = P.I;
   V acc[MR][4];
   FL_UNROLL for (int i = 0; i < MR; ++i) FL_UNROLL for (int q = 0; q < 4; ++q)
-    acc[i][q] = load(P.bias.data() + p * 4 * W + q * W);
-  micro<MR, 4>(I, x + r0 * I, I, 1, P.Wih.data() + p * I * 4 * W, acc);
-  micro<MR, 4>(H, hprev + r0 * H, H, 1, P.Whh.data() + p * P.Hp * 4 * W, acc);  // rows k >= H are 0
+    acc[i][q] = load(P.bias + p * 4 * W + q * W);
+  micro<MR, 4>(I, x + r0 * I, I, 1, P.Wih + p * I * 4 * W, acc);
+  micro<MR, 4>(H, hprev + r0 * H, H, 1, P.Whh + p * P.Hp * 4 * W, acc);  // rows k >= H are 0
   const long u0 = p * W;
   const int n = (int)std::min<long>(W, H - u0);
   if (n <= 0) return;
@@ -458,10 +534,7 @@ static inline void step_tile(const Packed& P, const float* x, const float* hprev
 static void lstm_step(const Packed& P, const float* x, float* h, float* c, int B) {
   DenormalGuard guard;
   const long H = P.H;
-  float stack_buf[256];
-  fbuf heap_buf;
-  float* hprev = stack_buf;
-  if ((long)B * H > 256) { heap_buf = alloc((size_t)B * H); hprev = heap_buf.get(); }
+  float* hprev = scratch(S_STEP, (size_t)B * H);
   std::memcpy(hprev, h, sizeof(float) * B * H);
   for (long p = 0; p < P.Hp / W; ++p)
     for (int r0 = 0; r0 < B; r0 += MR4)
@@ -480,16 +553,17 @@ static void lstm_backward(const BackwardArgs& a) {
   std::vector<int> rows = gate_rows(H, Hp);
 
   // W_hh as the B operand of dz·W_hh: K = 4Hp gate-interleaved rows, Hp columns, 2W-wide panels
-  fbuf Whh_b = alloc((size_t)G * Hp);
-  pack_rows(a.W_hh, H, G, Hp, H, rows.data(), 2 * W, Whh_b.get(), a.threads);
+  float* Whh_b = scratch(S_WHHB, (size_t)G * Hp);
+  pack_rows(a.W_hh, H, G, Hp, H, rows.data(), 2 * W, Whh_b, a.threads);
 
-  fbuf dZ = alloc((size_t)N * G);
-  fbuf dh = alloc((size_t)B * Hp), dc = alloc((size_t)B * Hp);
-  std::memset(dh.get(), 0, sizeof(float) * B * Hp);
-  std::memset(dc.get(), 0, sizeof(float) * B * Hp);
+  float* dZ = scratch(S_DZ, (size_t)N * G);
+  float* dh = scratch(S_DH, (size_t)B * Hp);
+  float* dc = scratch(S_DC, (size_t)B * Hp);
+  std::memset(dh, 0, sizeof(float) * B * Hp);
+  std::memset(dc, 0, sizeof(float) * B * Hp);
   for (int j = 0; j < B; ++j) {
-    std::memcpy(dh.get() + (long)j * Hp, a.dhT + (long)ws.perm[j] * H, sizeof(float) * H);
-    std::memcpy(dc.get() + (long)j * Hp, a.dcT + (long)ws.perm[j] * H, sizeof(float) * H);
+    std::memcpy(dh + (long)j * Hp, a.dhT + (long)ws.perm[j] * H, sizeof(float) * H);
+    std::memcpy(dc + (long)j * Hp, a.dcT + (long)ws.perm[j] * H, sizeof(float) * H);
   }
 
   const int nth = loop_threads(a.threads, B, Hp);
@@ -505,13 +579,13 @@ static void lstm_backward(const BackwardArgs& a) {
         const float* gr = ws.gates.get() + n * G;
         const float* cr = ws.c.get() + n * Hp;
         const float* cpr = s > 0 ? ws.c.get() + (ws.off[s - 1] + j) * Hp : ws.c0.get() + (long)j * Hp;
-        float* dzr = dZ.get() + n * G;
+        float* dzr = dZ + n * G;
         for (long p = u0 / W; p < u1 / W; ++p) {
           const long u = p * W;
           const int ny = (int)std::max<long>(0, std::min<long>(W, H - u));
           V dyv = ny == W ? load(dyr + u) : load_n(dyr + u, ny);
-          V dhv = add(load(dh.get() + (long)j * Hp + u), dyv);
-          V dcv = load(dc.get() + (long)j * Hp + u);
+          V dhv = add(load(dh + (long)j * Hp + u), dyv);
+          V dcv = load(dc + (long)j * Hp + u);
           const float* g = gr + p * 4 * W;
           V i = load(g), f = load(g + W), gg = load(g + 2 * W), o = load(g + 3 * W);
           V one = set1(1.f);
@@ -521,7 +595,7 @@ static void lstm_backward(const BackwardArgs& a) {
           V dcs = fmadd(mul(dhv, o), fnmadd(tc, tc, one), dcv);
           // c_t = f ⊙ c_{t-1} + i ⊙ g
           V di = mul(dcs, gg), dg = mul(dcs, i), df = mul(dcs, load(cpr + u));
-          store(dc.get() + (long)j * Hp + u, mul(dcs, f));
+          store(dc + (long)j * Hp + u, mul(dcs, f));
           // through the activations: σ' = σ(1−σ), tanh' = 1 − tanh²
           float* dz = dzr + p * 4 * W;
           store(dz, mul(mul(di, i), sub(one, i)));
@@ -533,22 +607,22 @@ static void lstm_backward(const BackwardArgs& a) {
       team.barrier();
       // dh_{t-1}[rows, u0:u1] = dz · W_hh[:, u0:u1]   (z_t = ... + h_{t-1}·W_hhᵀ)
       // K-blocked so a KCS × 2W slice of W_hh stays in L1 across all row tiles of the step
-      const float* dzs = dZ.get() + n0 * G;
+      const float* dzs = dZ + n0 * G;
       for (long kc0 = 0; kc0 < G; kc0 += KCS) {
         const long kc = std::min<long>(KCS, G - kc0);
         for (long jj = u0 / (2 * W); jj < u1 / (2 * W); ++jj) {
-          const float* bp = Whh_b.get() + jj * G * 2 * W + kc0 * 2 * W;
+          const float* bp = Whh_b + jj * G * 2 * W + kc0 * 2 * W;
           for (int r0 = 0; r0 < rows_s; r0 += MR2) {
             with_rows<MR2>(std::min(MR2, rows_s - r0), [&]<int M>() {
               V acc[M][2];
               FL_UNROLL for (int i = 0; i < M; ++i) {
-                float* d = dh.get() + (long)(r0 + i) * Hp + jj * 2 * W;
+                float* d = dh + (long)(r0 + i) * Hp + jj * 2 * W;
                 acc[i][0] = kc0 ? load(d) : zero();
                 acc[i][1] = kc0 ? load(d + W) : zero();
               }
               micro<M, 2>(kc, dzs + r0 * G + kc0, G, 1, bp, acc);
               FL_UNROLL for (int i = 0; i < M; ++i) {
-                float* d = dh.get() + (long)(r0 + i) * Hp + jj * 2 * W;
+                float* d = dh + (long)(r0 + i) * Hp + jj * 2 * W;
                 store(d, acc[i][0]);
                 store(d + W, acc[i][1]);
               }
@@ -560,8 +634,8 @@ static void lstm_backward(const BackwardArgs& a) {
     }
   });
   for (int j = 0; j < B; ++j) {
-    std::memcpy(a.dh0 + (long)ws.perm[j] * H, dh.get() + (long)j * Hp, sizeof(float) * H);
-    std::memcpy(a.dc0 + (long)ws.perm[j] * H, dc.get() + (long)j * Hp, sizeof(float) * H);
+    std::memcpy(a.dh0 + (long)ws.perm[j] * H, dh + (long)j * Hp, sizeof(float) * H);
+    std::memcpy(a.dc0 + (long)ws.perm[j] * H, dc + (long)j * Hp, sizeof(float) * H);
   }
 
   // merged GEMMs over all real steps
@@ -569,42 +643,43 @@ static void lstm_backward(const BackwardArgs& a) {
   for (long n = 0; identity && n < N; ++n) identity = ws.src[n] == n;
   // dX = dZ · W_ih   (K = 4Hp gate-interleaved rows of W_ih)
   {
-    fbuf Wih_b = alloc((size_t)G * ((I + 4 * W - 1) / (4 * W)) * 4 * W);
-    pack_rows(a.W_ih, I, G, I, I, rows.data(), 4 * W, Wih_b.get(), a.threads);
+    float* Wih_b = scratch(S_WIHB, (size_t)G * ((I + 4 * W - 1) / (4 * W)) * 4 * W);
+    pack_rows(a.W_ih, I, G, I, I, rows.data(), 4 * W, Wih_b, a.threads);
     if (identity) {
-      Gemm4::run(N, I, G, dZ.get(), G, 1, Wih_b.get(), a.dx, I, nullptr, false, a.threads);
+      Gemm4::run(N, I, G, dZ, G, 1, Wih_b, a.dx, I, nullptr, false, a.threads);
     } else {
       std::memset(a.dx, 0, sizeof(float) * (size_t)T * B * I);  // padding gets no gradient
-      fbuf dXc = alloc((size_t)N * I);
-      Gemm4::run(N, I, G, dZ.get(), G, 1, Wih_b.get(), dXc.get(), I, nullptr, false, a.threads);
-      for (long n = 0; n < N; ++n) std::memcpy(a.dx + ws.src[n] * I, dXc.get() + n * I, sizeof(float) * I);
+      float* dXc = scratch(S_DXC, (size_t)N * I);
+      Gemm4::run(N, I, G, dZ, G, 1, Wih_b, dXc, I, nullptr, false, a.threads);
+      for (long n = 0; n < N; ++n) std::memcpy(a.dx + ws.src[n] * I, dXc + n * I, sizeof(float) * I);
     }
   }
   // dW_ih = dZᵀ · X and dW_hh = dZᵀ · H_prev  (A = dZᵀ: ars = 1, acs = 4Hp)
   {
     const float* X = a.x;
-    fbuf Xc;
     if (!identity) {
-      Xc = alloc((size_t)N * I);
-      gather_rows(a.x, I, ws.src, Xc.get());
-      X = Xc.get();
+      float* Xc = scratch(S_XC, (size_t)N * I);
+      gather_rows(a.x, I, ws.src, Xc);
+      X = Xc;
     }
     long pI = (I + 4 * W - 1) / (4 * W) * 4 * W, pH = (H + 4 * W - 1) / (4 * W) * 4 * W;
-    fbuf Xb = alloc((size_t)std::max<long>(N, 1) * pI), Hb = alloc((size_t)std::max<long>(N, 1) * pH);
-    pack_rows(X, I, N, I, I, nullptr, 4 * W, Xb.get(), a.threads);
-    pack_rows(ws.hprev.get(), Hp, N, H, H, nullptr, 4 * W, Hb.get(), a.threads);
-    fbuf dWi = alloc((size_t)G * I), dWh = alloc((size_t)G * H);
-    Gemm4::run(G, I, N, dZ.get(), 1, G, Xb.get(), dWi.get(), I, nullptr, false, a.threads);
-    Gemm4::run(G, H, N, dZ.get(), 1, G, Hb.get(), dWh.get(), H, nullptr, false, a.threads);
+    float* Xb = scratch(S_XB, (size_t)std::max<long>(N, 1) * pI);
+    float* Hb = scratch(S_HB, (size_t)std::max<long>(N, 1) * pH);
+    pack_rows(X, I, N, I, I, nullptr, 4 * W, Xb, a.threads);
+    pack_rows(ws.hprev.get(), Hp, N, H, H, nullptr, 4 * W, Hb, a.threads);
+    float* dWi = scratch(S_DWI, (size_t)G * I);
+    float* dWh = scratch(S_DWH, (size_t)G * H);
+    Gemm4::run(G, I, N, dZ, 1, G, Xb, dWi, I, nullptr, false, a.threads);
+    Gemm4::run(G, H, N, dZ, 1, G, Hb, dWh, H, nullptr, false, a.threads);
     std::vector<float> dbp(G, 0.f);
     for (long n = 0; n < N; ++n) {
-      const float* z = dZ.get() + n * G;
+      const float* z = dZ + n * G;
       for (long r = 0; r < G; ++r) dbp[r] += z[r];
     }
     for (long r = 0; r < G; ++r) {
       if (rows[r] < 0) continue;
-      std::memcpy(a.dW_ih + (long)rows[r] * I, dWi.get() + r * I, sizeof(float) * I);
-      std::memcpy(a.dW_hh + (long)rows[r] * H, dWh.get() + r * H, sizeof(float) * H);
+      std::memcpy(a.dW_ih + (long)rows[r] * I, dWi + r * I, sizeof(float) * I);
+      std::memcpy(a.dW_hh + (long)rows[r] * H, dWh + r * H, sizeof(float) * H);
       a.db[rows[r]] = dbp[r];
     }
   }
@@ -614,9 +689,9 @@ static void lstm_backward(const BackwardArgs& a) {
 // Helpers exposed for tests and the benchmark.
 static void gemm_rowmajor(int M, int N, int K, const float* A, const float* Bm, float* C, int threads) {
   long panels = (N + 4 * W - 1) / (4 * W);
-  fbuf Bp = alloc((size_t)std::max(K, 1) * panels * 4 * W);
-  pack_rows(Bm, N, K, N, N, nullptr, 4 * W, Bp.get(), threads);
-  Gemm4::run(M, N, K, A, K, 1, Bp.get(), C, N, nullptr, false, threads);
+  float* Bp = scratch(S_GEMMB, (size_t)std::max(K, 1) * panels * 4 * W);
+  pack_rows(Bm, N, K, N, N, nullptr, 4 * W, Bp, threads);
+  Gemm4::run(M, N, K, A, K, 1, Bp, C, N, nullptr, false, threads);
 }
 
 template <V (*F)(V)>
@@ -662,7 +737,8 @@ const KernelTable* FL_CAT_TABLE() {
       FL_STR(FASTLSTM_ISA), FASTLSTM_ISA::W, FASTLSTM_ISA::lstm_forward, FASTLSTM_ISA::lstm_backward,
       FASTLSTM_ISA::pack_weights, FASTLSTM_ISA::lstm_forward_packed, FASTLSTM_ISA::lstm_step,
       FASTLSTM_ISA::gemm_rowmajor, FASTLSTM_ISA::eval<FASTLSTM_ISA::sigmoid>,
-      FASTLSTM_ISA::eval<FASTLSTM_ISA::tanh_>, FASTLSTM_ISA::eval<FASTLSTM_ISA::exp_>, FASTLSTM_ISA::fma_peak};
+      FASTLSTM_ISA::eval<FASTLSTM_ISA::tanh_>, FASTLSTM_ISA::eval<FASTLSTM_ISA::exp_>, FASTLSTM_ISA::fma_peak,
+      FASTLSTM_ISA::release_scratch};
   return &t;
 }
 

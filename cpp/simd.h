@@ -46,6 +46,7 @@ inline V pow2i(V n) {
   return {_mm512_castsi512_ps(e)};
 }
 inline float hsum(V a) { return _mm512_reduce_add_ps(a.v); }
+
 #elif defined(__AVX2__) && defined(__FMA__)
 struct V { __m256 v; };
 constexpr int W = 8;
@@ -138,6 +139,7 @@ inline V pow2i(V n) {
   return {f};
 }
 inline float hsum(V a) { return a.v; }
+
 #endif
 
 // e^x, Cephes-style: x = n·ln2 + r, |r| <= ln2/2, e^r by a degree-6 polynomial.
