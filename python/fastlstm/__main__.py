@@ -1,0 +1,161 @@
+"""Command line: `python -m fastlstm bench ...` (the benchmark suite) and `python -m fastlstm config`.
+
+Also installed as the `fastlstm` script (pyproject's [project.scripts]). main(argv) returns the
+exit status: 0, 1 when a fastlstm backend failed its correctness check or a file could not be
+written, 2 for bad arguments (argparse's convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+
+PROG = "python -m fastlstm"
+
+
+def _shape_arg(text: str):
+    from .bench.shapes import parse_shape
+
+    try:
+        return parse_shape(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _threads_arg(text: str) -> list:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        vals = []
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"invalid thread counts {text!r}: expected positive "
+                                         f"integers separated by commas, e.g. 1,2")
+    return list(dict.fromkeys(vals))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _names_arg(allowed, what):
+    def parse(text: str) -> list:
+        names = [v.strip().lower() for v in text.split(",") if v.strip()]
+        if names == ["none"]:
+            return []
+        bad = [n for n in names if n not in allowed]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(f"unknown {what} {', '.join(bad) or text!r}; "
+                                             f"choose from {', '.join(allowed)}")
+        return list(dict.fromkeys(names))
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .backends import PREFERENCE
+    from .bench.peers import PEER_NAMES
+
+    ap = argparse.ArgumentParser(prog=PROG, description="fastlstm command line")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{bench,config}")
+    sub.add_parser("config", help="show the backend, runtime ISA, threads and versions")
+    b = sub.add_parser("bench", help="benchmark every backend side by side with torch and onnxruntime",
+                       description="Check every contender against the NumPy reference, then time "
+                                   "forward (inference) and forward+backward (training).")
+    b.add_argument("--quick", action="store_true",
+                   help="fewer shapes (long ones with T truncated) and repeats: about a minute on 2 cores")
+    b.add_argument("--shape", action="extend", nargs="+", type=_shape_arg, metavar="T,B,I,H",
+                   help="shapes to run (T,B,I,H or a name: book latency small medium large medium-var)")
+    b.add_argument("--threads", type=_threads_arg, metavar="N[,N...]",
+                   help="thread counts (default: 1 and all physical cores; --quick: all cores)")
+    b.add_argument("--lengths", choices=("full", "variable"),
+                   help="run every shape with full or variable lengths (default: the protocol's mix)")
+    b.add_argument("--mode", choices=("forward", "train", "both"), default="both")
+    b.add_argument("--backends", type=_names_arg(PREFERENCE, "backend"), metavar="NAME[,NAME...]",
+                   help=f"fastlstm backends (default: all of {','.join(PREFERENCE)})")
+    b.add_argument("--peers", type=_names_arg(PEER_NAMES, "peer"), metavar="NAME[,NAME...]",
+                   help=f"peers ({','.join(PEER_NAMES)}, or none; default: all)")
+    b.add_argument("--repeats", type=_positive_int, help="timed repeats per measurement (default 7, --quick 5)")
+    b.add_argument("--min-time", type=float, metavar="SECONDS",
+                   help="seconds per repeat; shorter calls are looped (default 0.05)")
+    b.add_argument("--no-streaming", action="store_true", help="skip the one-step streaming benchmark")
+    b.add_argument("--json", metavar="FILE", help="write every raw number and the machine info")
+    b.add_argument("--markdown", metavar="FILE", help="write the tables as markdown (README section)")
+    b.add_argument("--plot", metavar="FILE.png", help="bar chart of the speed-ups vs the peers")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.add_argument("--seed", type=int, default=0)
+    return ap
+
+
+def bench_options(args, argv=None):
+    """The runner's Options for parsed `bench` arguments."""
+    import fastlstm
+
+    from .bench import shapes as S
+    from .bench.runner import Options
+
+    if args.shape:
+        shapes = list(args.shape)
+    elif args.quick:
+        shapes = list(S.QUICK_SHAPES)
+    else:
+        shapes = [S.SHAPES[k] for k in S.DEFAULT_SHAPES]
+    if args.lengths:
+        shapes = [replace(s, variable=(args.lengths == "variable")) for s in shapes]
+    shapes = list(dict.fromkeys(shapes))
+    cores = fastlstm.get_num_threads()
+    threads = args.threads or ([cores] if args.quick else list(dict.fromkeys([1, cores])))
+    return Options(
+        shapes=shapes, threads=threads,
+        modes=("forward", "train") if args.mode == "both" else (args.mode,),
+        backends=args.backends, peers=args.peers,
+        repeats=args.repeats or (5 if args.quick else 7),
+        min_time=args.min_time if args.min_time is not None else 0.05,
+        streaming=() if args.no_streaming else S.STREAMING_SIZES,
+        reference_max_gflop=1.0 if args.quick else 20.0,
+        progress=not args.no_progress, seed=args.seed, argv=argv)
+
+
+def _bench(args, argv) -> int:
+    from .bench import report, runner
+
+    results = runner.run(bench_options(args, argv))
+    print(report.format_text(results))
+    rc = 0
+    for path, write in ((args.json, report.write_json), (args.markdown, report.write_markdown),
+                        (args.plot, report.write_plot)):
+        if not path:
+            continue
+        try:
+            write(results, path)
+            print(f"wrote {path}")
+        except (OSError, ImportError) as e:
+            print(f"{PROG} bench: could not write {path}: {type(e).__name__}: {e}", file=sys.stderr)
+            rc = 1
+    broken = [r for r in results["rows"] + results["streaming"]
+              if r["kind"] == "fastlstm" and r.get("status") in ("failed", "error")]
+    if broken:
+        print(f"{PROG} bench: {len(broken)} fastlstm measurement(s) failed their correctness check "
+              f"or raised (see the table)", file=sys.stderr)
+        rc = 1
+    return rc
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.command == "config":
+        import fastlstm
+
+        fastlstm.show_config()
+        return 0
+    return _bench(args, argv[argv.index("bench") + 1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

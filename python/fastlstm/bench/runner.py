@@ -1,0 +1,500 @@
+"""The benchmark runner: correctness gate first, then timing (DESIGN.md §5).
+
+For every thread count, shape, mode (forward = inference, train = forward + backward of y.sum())
+and contender: check the result against the float64 NumPy reference on the same inputs (a
+truncated problem for big shapes: first steps / first rows, same weights, same code path), and
+only if it matches, time it: warm-up, then the median of `repeats` runs, each run looping short
+calls until it lasts `min_time`. A contender that fails the gate is reported, never timed.
+
+T = time steps, B = batch, I = input features, H = hidden units.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from types import ModuleType
+from typing import Callable, Sequence
+
+import numpy as np
+
+import fastlstm
+from fastlstm.backends import reference
+
+from . import peers as _peers
+from .shapes import STREAMING_SIZES, Problem, Shape, flops, flops_forward, make_problem
+
+# correctness gate: forward |got − ref| ≤ ATOL + RTOL·|ref| elementwise; gradients
+# max|got − ref| / max|ref| ≤ GRAD_RTOL per array
+ATOL, RTOL, GRAD_RTOL = 1e-3, 1e-3, 1e-3
+STREAM_CHECK_STEPS = 5
+
+
+@dataclass
+class Options:
+    shapes: Sequence[Shape]
+    threads: Sequence[int]
+    modes: Sequence[str] = ("forward", "train")
+    backends: Sequence[str | ModuleType] | None = None   # None: every fastlstm backend
+    peers: Sequence[str] | None = None                   # None: torch and onnxruntime
+    repeats: int = 7
+    warmup: int = 1
+    min_time: float = 0.05            # seconds per repeat; shorter calls are looped
+    streaming: Sequence[int] = STREAMING_SIZES   # hidden sizes; () skips the streaming benchmark
+    reference_max_gflop: float | None = 20.0     # forward GFLOP above which the reference is skipped
+    check_max_gflop: float = 0.5      # forward GFLOP above which the gate uses a truncated problem
+    progress: bool = True
+    seed: int = 0
+    argv: Sequence[str] | None = None   # the command line, recorded in the results
+
+
+# ---------------------------------------------------------------------------------------------
+# contenders
+
+def build_contenders(opts: Options):
+    """(contenders, roster): roster lists every requested contender with its state, so a
+    missing peer or backend shows up as 'not installed' / 'unavailable' instead of vanishing."""
+    contenders, roster = [], []
+    names = opts.backends if opts.backends is not None else list(fastlstm.backends.PREFERENCE)
+    why = fastlstm.backends.available()
+    for b in names:
+        label = b if isinstance(b, str) else getattr(b, "NAME", repr(b))
+        try:
+            c = _peers.FastlstmBackend(b)
+        except ImportError as e:                 # BackendUnavailable is an ImportError
+            roster.append({"name": label, "kind": "fastlstm",
+                           "state": f"unavailable ({why.get(label) or e})"})
+            continue
+        contenders.append(c)
+        roster.append({"name": c.name, "kind": "fastlstm", "state": "available",
+                       "version": c.version()})
+    for name in (opts.peers if opts.peers is not None else _peers.PEER_NAMES):
+        c, why = _peers.load_peer(name)
+        if c is None:
+            roster.append({"name": name, "kind": "peer", "state": why})
+            continue
+        contenders.append(c)
+        state = "available" + ("" if "train" in c.modes else " (inference only)")
+        roster.append({"name": name, "kind": "peer", "state": state, "version": c.version()})
+    return contenders, roster
+
+
+# ---------------------------------------------------------------------------------------------
+# the correctness gate
+
+def reference_outputs(p: Problem, mode: str) -> dict:
+    """The spec's answer in float64 for the same (float32) inputs."""
+    q = p.astype(np.float64)
+    y, hT, cT, ws = reference.lstm_forward(q.x, q.W_ih, q.W_hh, q.b, q.h0, q.c0, q.lengths,
+                                           False, mode == "train")
+    out = {"y": y, "hT": hT, "cT": cT}
+    if mode == "train":
+        dy = np.ones_like(y)
+        z = np.zeros_like(hT)
+        grads = reference.lstm_backward(dy, z, z, ws, q.x, q.W_ih, q.W_hh, q.h0, q.c0, q.lengths, False)
+        out.update(zip(_peers.GRAD_KEYS, grads))
+    return out
+
+
+def compare(got: dict, ref: dict) -> tuple[bool, dict]:
+    """(ok, errors). Forward arrays: error = max |got−ref| / (ATOL + RTOL·|ref|), ok if ≤ 1.
+    Gradients: error = max|got−ref| / max|ref|, ok if ≤ GRAD_RTOL."""
+    errors, ok = {}, True
+    for k, r in ref.items():
+        g = got.get(k)
+        if g is None or np.shape(g) != r.shape:
+            errors[k] = f"shape {None if g is None else np.shape(g)} != {r.shape}"
+            ok = False
+            continue
+        d = np.abs(np.asarray(g, np.float64) - r)
+        if k in _peers.GRAD_KEYS:
+            e = float(np.max(d) / max(float(np.max(np.abs(r))), 1e-30)) if d.size else 0.0
+            bad = not e <= GRAD_RTOL          # NaN fails
+        else:
+            e = float(np.max(d / (ATOL + RTOL * np.abs(r)))) if d.size else 0.0
+            bad = not e <= 1.0
+        errors[k] = e
+        ok = ok and not bad
+    return ok, errors
+
+
+def describe_failure(errors: dict) -> str:
+    worst = []
+    for k, e in errors.items():
+        if isinstance(e, str):
+            worst.append(f"{k}: {e}")
+        elif k in _peers.GRAD_KEYS and not e <= GRAD_RTOL:
+            worst.append(f"{k}: rel err {e:.2g} > {GRAD_RTOL:g}")
+        elif k not in _peers.GRAD_KEYS and not e <= 1.0:
+            worst.append(f"{k}: err {e:.2g}× tol")
+    return "; ".join(worst[:3])
+
+
+def check_problem(p: Problem, max_gflop: float) -> Problem:
+    """p itself if the reference is cheap there, else its first steps (and, if needed, rows)."""
+    limit = max_gflop * 1e9
+    if flops_forward(p.shape, p.lengths) <= limit:
+        return p
+    per_step = flops_forward(Shape("", 1, p.B, p.I, p.H), None)
+    T = max(2, min(p.T, int(limit // per_step)))
+    B = p.B
+    if T * per_step > limit:        # even two steps of all rows are too much: fewer rows
+        B = max(1, min(p.B, int(limit // (2 * per_step / p.B))))
+    return p.truncated(T, B)
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
+
+def time_call(fn: Callable[[], object], repeats: int, warmup: int, min_time: float) -> dict:
+    """Median and spread (ms per call) of `repeats` runs; each run loops `inner` calls."""
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter_ns()
+    fn()
+    one = max(time.perf_counter_ns() - t0, 1)
+    inner = max(1, math.ceil(min_time * 1e9 / one))
+    samples = []
+    gc_was = gc.isenabled()
+    gc.disable()                       # a collection inside one run is noise, not the kernel
+    try:
+        for _ in range(repeats):
+            t0 = time.perf_counter_ns()
+            for _ in range(inner):
+                fn()
+            samples.append((time.perf_counter_ns() - t0) / inner / 1e6)
+    finally:
+        if gc_was:
+            gc.enable()
+    a = np.array(samples)
+    return {"times_ms": samples, "inner": inner, "median_ms": float(np.median(a)),
+            "min_ms": float(a.min()), "max_ms": float(a.max()),
+            "q1_ms": float(np.percentile(a, 25)), "q3_ms": float(np.percentile(a, 75))}
+
+
+# ---------------------------------------------------------------------------------------------
+# threads: fastlstm, torch and ONNX Runtime are told directly; NumPy's OpenBLAS (the reference)
+# through its C API, found in this process's mapped libraries (what threadpoolctl does)
+
+class _OpenBLAS:
+    SETTERS = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
+               "openblas_set_num_threads")
+    GETTERS = ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
+               "openblas_get_num_threads")
+
+    def __init__(self):
+        self.lib = self.set_fn = self.get_fn = None
+        try:
+            with open("/proc/self/maps") as f:
+                paths = {ln.split()[-1] for ln in f if "openblas" in ln.lower() and "/" in ln}
+        except OSError:
+            paths = set()
+        for path in sorted(paths):
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            s = next((getattr(lib, n) for n in self.SETTERS if hasattr(lib, n)), None)
+            g = next((getattr(lib, n) for n in self.GETTERS if hasattr(lib, n)), None)
+            if s is not None and g is not None:
+                s.argtypes, s.restype, g.restype = [ctypes.c_int], None, ctypes.c_int
+                self.lib, self.set_fn, self.get_fn = path, s, g
+                return
+
+    def get(self) -> int | None:
+        return None if self.get_fn is None else int(self.get_fn())
+
+    def set(self, n: int) -> bool:
+        if self.set_fn is None:
+            return False
+        self.set_fn(int(n))
+        return True
+
+
+def fma_peak(threads: int, seconds: float = 0.2) -> tuple[float | None, str]:
+    """The machine's FMA peak (GFLOP/s) from the native module's FMA loop, or (None, why)."""
+    try:
+        from fastlstm import _core
+    except ImportError as e:
+        return None, f"unavailable (fastlstm._core: {e})"
+    fn = getattr(_core, "fma_peak_gflops", None)
+    if fn is None:
+        return None, "unavailable (fastlstm._core has no fma_peak_gflops)"
+    try:
+        return float(fn(int(threads), float(seconds))), "measured"
+    except Exception as e:           # a broken probe must not cost the whole run
+        return None, f"unavailable ({type(e).__name__}: {e})"
+
+
+# ---------------------------------------------------------------------------------------------
+# machine description
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.lower().startswith("model name"):
+                    return ln.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    vers = {"python": sys.version.split()[0], "numpy": np.__version__, "fastlstm": fastlstm.__version__}
+    for pkg in ("torch", "onnxruntime", "onnx", "numba"):
+        try:
+            vers[pkg] = version(pkg)
+        except PackageNotFoundError:
+            vers[pkg] = "not installed"
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = os.cpu_count()
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith(("FASTLSTM_", "OMP_", "MKL_", "OPENBLAS_", "NUMBA_", "KMP_"))}
+    return {"cpu": _cpu_model(), "logical_cpus": os.cpu_count(), "cpus_usable": affinity,
+            "platform": platform.platform(), "versions": vers, "env": env,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "loadavg_start": _loadavg()}
+
+
+def _cpu_seconds():
+    """(CPU seconds all processes spent busy, incl. hypervisor steal; this process's CPU seconds)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        busy = (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        busy = None
+    t = os.times()
+    return busy, t.user + t.system
+
+
+def _others_busy(start, wall_s: float):
+    """CPUs' worth of work that other processes (or the hypervisor) did while we ran."""
+    end = _cpu_seconds()
+    if start[0] is None or end[0] is None or wall_s <= 0:
+        return None
+    return round(max(0.0, ((end[0] - start[0]) - (end[1] - start[1])) / wall_s), 2)
+
+
+def _loadavg():
+    """1-minute load average: other work on a shared machine shows up here, not in our numbers."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# progress: tqdm on a terminal when installed, else one line per job on stderr (logs, CI)
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool):
+        self.bar, self.n, self.total, self.enabled = None, 0, total, enabled
+        if not enabled or not sys.stderr.isatty():
+            return
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return
+        self.bar = tqdm(total=total, desc="bench", unit="job", file=sys.stderr, leave=False,
+                        dynamic_ncols=True)
+
+    def describe(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=True)
+        elif self.enabled:
+            print(f"[{self.n + 1}/{self.total}] {text}", file=sys.stderr, flush=True)
+
+    def advance(self) -> None:
+        self.n += 1
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+def _set_threads(contenders, blas: _OpenBLAS, n: int) -> int | None:
+    """Same thread count for every contender; returns the BLAS count set (None: not controllable)."""
+    for c in contenders:
+        c.set_threads(n)
+    fastlstm.set_num_threads(n)        # also when no fastlstm contender: the library's own state
+    return n if blas.set(n) else None
+
+
+def _shape_row(shape: Shape, lengths) -> dict:
+    return {"shape": shape.label, "name": shape.name, "dims": shape.dims, "T": shape.T, "B": shape.B,
+            "I": shape.I, "H": shape.H, "variable": shape.variable, "cut_from": shape.cut_from,
+            "real_steps": int(shape.T * shape.B if lengths is None else np.sum(lengths))}
+
+
+def _bench_one(c, p: Problem, mode: str, opts: Options, ref_cache: dict, peak) -> dict:
+    row = {"contender": c.name, "kind": c.kind, "mode": mode}
+    gflop = flops(p.shape, p.lengths, mode) / 1e9
+    row["gflop"] = gflop
+    if (c.kind == "fastlstm" and c.name == "reference" and opts.reference_max_gflop is not None
+            and flops_forward(p.shape, p.lengths) / 1e9 > opts.reference_max_gflop):
+        row.update(status="skipped", note="skipped (too slow)")
+        return row
+    # 1. correctness gate
+    cp = check_problem(p, opts.check_max_gflop)
+    key = (cp.shape, mode)
+    if key not in ref_cache:
+        ref_cache[key] = reference_outputs(cp, mode)
+    row["check_on"] = f"T={cp.T}, B={cp.B}" + ("" if cp is p else " (truncated)")
+    try:
+        got = c.outputs(c.prepare(cp, mode)(), mode)
+    except Exception as e:
+        row.update(status="error", note=f"error: {type(e).__name__}: {e}")
+        return row
+    ok, errors = compare(got, ref_cache[key])
+    row["check_errors"] = errors
+    if not ok:
+        row.update(status="failed", note=f"FAILED correctness ({describe_failure(errors)})")
+        return row
+    # 2. timing, on the full problem
+    try:
+        fn = c.prepare(p, mode)
+        row.update(time_call(fn, opts.repeats, opts.warmup, opts.min_time))
+    except Exception as e:
+        row.update(status="error", note=f"error: {type(e).__name__}: {e}")
+        return row
+    row["status"] = "ok"
+    row["gflops"] = gflop / (row["median_ms"] / 1e3)
+    row["pct_peak"] = None if peak is None else 100.0 * row["gflops"] / peak
+    return row
+
+
+def _stream_one(c, H: int, opts: Options) -> dict:
+    row = {"contender": c.name, "kind": c.kind, "H": H, "I": H, "B": 1}
+    p = make_problem(Shape(f"stream{H}", STREAM_CHECK_STEPS, 1, H, H), opts.seed)
+    try:
+        # gate: STREAM_CHECK_STEPS single steps, state carried, against one reference sequence
+        st = c.stepper(p.W_ih, p.W_hh, p.b, p.h0, p.c0)
+        for t in range(p.T):
+            st.step(p.x[t])
+        h, cs = st.state()
+        ref = reference_outputs(p, "forward")
+        ok, errors = compare({"hT": h, "cT": cs}, {"hT": ref["hT"], "cT": ref["cT"]})
+        row["check_errors"] = errors
+        if not ok:
+            row.update(status="failed", note=f"FAILED correctness ({describe_failure(errors)})")
+            return row
+        st = c.stepper(p.W_ih, p.W_hh, p.b, p.h0, p.c0)
+        x0 = p.x[0]
+        t = time_call(lambda: st.step(x0), opts.repeats, max(opts.warmup, 1), opts.min_time)
+    except Exception as e:
+        row.update(status="error", note=f"error: {type(e).__name__}: {e}")
+        return row
+    row.update(status="ok", inner=t["inner"], times_us=[s * 1e3 for s in t["times_ms"]])
+    row.update({k[:-3] + "_us": t[k] * 1e3 for k in ("median_ms", "min_ms", "max_ms", "q1_ms", "q3_ms")})
+    return row
+
+
+def speedups(rows: list) -> list:
+    """peer median / fastlstm median for every (threads, mode, shape): > 1 means fastlstm is faster."""
+    out = []
+    ok = [r for r in rows if r.get("status") == "ok"]
+    for r in ok:
+        if r["kind"] != "fastlstm":
+            continue
+        for q in ok:
+            if (q["kind"] == "peer" and q["threads"] == r["threads"] and q["mode"] == r["mode"]
+                    and q["shape"] == r["shape"] and q["dims"] == r["dims"]):
+                out.append({"threads": r["threads"], "mode": r["mode"], "shape": r["shape"],
+                            "dims": r["dims"], "backend": r["contender"], "peer": q["contender"],
+                            "ratio": q["median_ms"] / r["median_ms"]})
+    return out
+
+
+def run(opts: Options) -> dict:
+    """Run the benchmark; returns every raw number as a JSON-ready dict (see report.py)."""
+    contenders, roster = build_contenders(opts)
+    blas = _OpenBLAS()
+    problems = {s: make_problem(s, opts.seed) for s in opts.shapes}
+    stream_cs = [c for c in contenders if c.streaming]
+    jobs = len(opts.threads) * (sum(1 for s in opts.shapes for m in opts.modes for c in contenders
+                                    if m in c.modes) + len(opts.streaming) * len(stream_cs))
+    old = {"fastlstm": fastlstm.get_num_threads(), "blas": blas.get()}
+    old_torch = next((c.torch.get_num_threads() for c in contenders if c.name == "torch"), None)
+    results = {"machine": machine_info(), "fastlstm_config": _safe_config(),
+               "argv": list(opts.argv) if opts.argv is not None else None,
+               "options": {"threads": list(opts.threads), "modes": list(opts.modes),
+                           "repeats": opts.repeats, "warmup": opts.warmup, "min_time_s": opts.min_time,
+                           "reference_max_gflop": opts.reference_max_gflop,
+                           "check_max_gflop": opts.check_max_gflop, "seed": opts.seed,
+                           "shapes": [asdict(s) for s in opts.shapes],
+                           "streaming_sizes": list(opts.streaming)},
+               "tolerance": {"forward_atol": ATOL, "forward_rtol": RTOL, "grad_rtol": GRAD_RTOL},
+               "contenders": roster, "peaks": [], "rows": [], "streaming": []}
+    ref_cache: dict = {}
+    cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+    bar = _Progress(jobs, opts.progress)
+    try:
+        for n in opts.threads:
+            blas_n = _set_threads(contenders, blas, n)
+            peak, how = fma_peak(n)
+            entry = {"threads": n, "gflops": peak, "state": how, "blas_threads": blas_n,
+                     "samples": [peak]}
+            results["peaks"].append(entry)
+            for shape in opts.shapes:
+                p = problems[shape]
+                for mode in opts.modes:
+                    for c in contenders:
+                        if mode not in c.modes:
+                            continue
+                        bar.describe(f"{n}t {mode} {shape.label} {c.name}")
+                        row = _bench_one(c, p, mode, opts, ref_cache, peak)
+                        row.update(_shape_row(shape, p.lengths), threads=n)
+                        results["rows"].append(row)
+                        bar.advance()
+            for H in opts.streaming:
+                for c in stream_cs:
+                    bar.describe(f"{n}t stream H={H} {c.name}")
+                    row = _stream_one(c, H, opts)
+                    row["threads"] = n
+                    results["streaming"].append(row)
+                    bar.advance()
+            # a peak is a maximum: measure again at the end, so one disturbed probe does not
+            # inflate the % of peak (the rows computed so far are rescaled below)
+            again, _ = fma_peak(n)
+            entry["samples"].append(again)
+            if again is not None and (peak is None or again > peak):
+                entry["gflops"] = again
+                for r in results["rows"]:
+                    if r["threads"] == n and r.get("gflops") is not None:
+                        r["pct_peak"] = 100.0 * r["gflops"] / again
+    finally:
+        bar.close()
+        fastlstm.set_num_threads(old["fastlstm"])
+        if old["blas"] is not None:
+            blas.set(old["blas"])
+        if old_torch is not None:
+            next(c for c in contenders if c.name == "torch").torch.set_num_threads(old_torch)
+    results["machine"]["loadavg_end"] = _loadavg()
+    results["machine"]["others_busy_cpus"] = _others_busy(cpu0, time.perf_counter() - wall0)
+    results["speedups"] = speedups(results["rows"])
+    return results
+
+
+def _safe_config() -> dict:
+    try:
+        return fastlstm.config()
+    except Exception as e:       # config() loads every backend; one broken must not stop the bench
+        return {"error": f"{type(e).__name__}: {e}"}

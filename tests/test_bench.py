@@ -1,0 +1,192 @@
+"""The benchmark suite (fastlstm.bench, `python -m fastlstm bench`): its correctness gate stops a
+wrong backend from being timed, the peers' adapters pass that gate, a tiny end-to-end run writes
+sane JSON and markdown, and the CLI rejects bad arguments clearly. No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+from conftest import require
+
+from fastlstm.__main__ import bench_options, build_parser, main
+from fastlstm.backends import reference
+from fastlstm.bench import peers, report, runner
+from fastlstm.bench.shapes import SHAPES, Shape, make_problem, parse_shape
+
+TINY = Shape("tiny", 6, 3, 4, 5)
+
+
+def gate_backend(flip_forget: bool, calls: list):
+    """A kernel-contract module wrapping the reference; with flip_forget the forget gate's
+    pre-activation is negated (its W_ih, W_hh and b rows), i.e. a plausible sign bug."""
+
+    def flip(W_ih, W_hh, b):
+        if not flip_forget:
+            return W_ih, W_hh, b
+        H = W_hh.shape[1]
+        W_ih, W_hh, b = W_ih.copy(), W_hh.copy(), b.copy()
+        for a in (W_ih, W_hh, b):
+            a[H:2 * H] *= -1
+        return W_ih, W_hh, b
+
+    def lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths=None, reverse=False, training=False):
+        calls.append("forward")
+        return reference.lstm_forward(x, *flip(W_ih, W_hh, b), h0, c0, lengths, reverse, training)
+
+    def lstm_backward(dy, dhT, dcT, ws, x, W_ih, W_hh, h0, c0, lengths=None, reverse=False):
+        calls.append("backward")
+        W_ih2, W_hh2, _ = flip(W_ih, W_hh, np.zeros(W_hh.shape[0], W_hh.dtype))
+        return reference.lstm_backward(dy, dhT, dcT, ws, x, W_ih2, W_hh2, h0, c0, lengths, reverse)
+
+    mod = types.ModuleType("gate_double")
+    mod.NAME = "flipped" if flip_forget else "wrapped"
+    mod.DTYPES = reference.DTYPES
+    mod.info = lambda: {"name": mod.NAME, "dtypes": "float32, float64"}
+    mod.lstm_forward, mod.lstm_backward = lstm_forward, lstm_backward
+    return mod
+
+
+def tiny_options(backends, **kw):
+    kw = {"shapes": [TINY], "threads": [1], "backends": backends, "peers": [], "repeats": 2,
+          "min_time": 0.0, "streaming": (4,), "progress": False, **kw}
+    return runner.Options(**kw)
+
+
+@pytest.mark.parametrize("flip", [True, False], ids=["flipped-forget-gate", "faithful-wrapper"])
+def test_gate_rejects_a_wrong_backend_and_does_not_time_it(flip):
+    calls = []
+    double = gate_backend(flip, calls)
+    res = runner.run(tiny_options(["reference", double]))
+    rows = {(r["contender"], r["mode"]): r for r in res["rows"]}
+    stream = {r["contender"]: r for r in res["streaming"]}
+    for mode in ("forward", "train"):
+        assert rows[("reference", mode)]["status"] == "ok"
+        assert rows[("reference", mode)]["median_ms"] > 0
+    mine = [rows[(double.NAME, "forward")], rows[(double.NAME, "train")], stream[double.NAME]]
+    if not flip:   # the module path itself works: the failure below is the sign bug's doing
+        assert all(r["status"] == "ok" for r in mine)
+        return
+    for r in mine:
+        assert r["status"] == "failed", r
+        assert r["note"].startswith("FAILED correctness")
+        assert "median_ms" not in r and "median_us" not in r
+    # called only by the gate: one forward check, one train check, the streaming steps
+    assert calls.count("forward") == 2 + runner.STREAM_CHECK_STEPS
+    assert calls.count("backward") == 1
+    assert not any(s["backend"] == double.NAME for s in res["speedups"])
+    text = report.format_text(res)
+    line = next(ln for ln in text.splitlines() if f" {double.NAME} " in ln)
+    assert "FAILED correctness" in line
+
+
+@pytest.mark.parametrize("variable", [False, True], ids=["full", "variable-lengths"])
+@pytest.mark.parametrize("peer", peers.PEER_NAMES)
+def test_peer_adapters_pass_the_gate(peer, variable):
+    require(peer)
+    if peer == "onnxruntime":
+        require("onnxruntime", "onnx")
+    c, why = peers.load_peer(peer)
+    assert c is not None, why
+    p = make_problem(Shape("tiny", 7, 4, 3, 6, variable=variable), seed=3)
+    for mode in c.modes:
+        ok, errors = runner.compare(c.outputs(c.prepare(p, mode)(), mode), runner.reference_outputs(p, mode))
+        assert ok, (mode, errors)
+
+
+def test_truncated_check_problem_keeps_weights_and_ragged_lengths():
+    p = make_problem(SHAPES["medium-var"])
+    q = runner.check_problem(p, 0.5)
+    assert q.T < p.T and q.W_hh is p.W_hh and q.I == p.I and q.H == p.H
+    np.testing.assert_array_equal(q.x, p.x[:q.T, :q.B])
+    assert q.lengths.min() >= 1 and q.lengths.max() == q.T and len(set(q.lengths)) > 1
+    tiny = make_problem(TINY)
+    assert runner.check_problem(tiny, 0.5) is tiny          # cheap problems are checked whole
+
+
+def test_end_to_end_cli_writes_json_and_markdown(tmp_path, capsys):
+    require("torch")
+    require("onnxruntime")
+    js, md = tmp_path / "r.json", tmp_path / "r.md"
+    rc = main(["bench", "--shape", "6,3,4,5", "--backends", "reference", "--peers", "torch,onnxruntime",
+               "--threads", "1", "--repeats", "2", "--min-time", "0", "--no-progress",
+               "--json", str(js), "--markdown", str(md)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    data = json.loads(js.read_text())
+    assert data["machine"]["cpu"] and data["machine"]["date"] and data["fastlstm_config"]["backend"]
+    assert data["machine"]["others_busy_cpus"] >= 0                 # measured, not left out
+    rows = {(r["contender"], r["mode"]): r for r in data["rows"]}
+    assert set(rows) == {("reference", "forward"), ("reference", "train"), ("torch", "forward"),
+                         ("torch", "train"), ("onnxruntime", "forward")}
+    for r in rows.values():
+        assert r["status"] == "ok" and len(r["times_ms"]) == 2 and r["min_ms"] <= r["median_ms"] <= r["max_ms"]
+        assert r["gflop"] == pytest.approx(2 * 6 * 3 * 4 * 5 * (4 + 5) * (3 if r["mode"] == "train" else 1) / 1e9)
+    assert {(s["peer"], s["mode"]) for s in data["speedups"]} == {("torch", "forward"), ("torch", "train"),
+                                                                  ("onnxruntime", "forward")}
+    assert {(r["contender"], r["H"]) for r in data["streaming"] if r["status"] == "ok"} == \
+        {(c, H) for c in ("reference", "torch") for H in (32, 128, 512)}
+    assert [p["threads"] for p in data["peaks"]] == [1]
+    text = md.read_text()
+    assert data["machine"]["cpu"] in text and data["machine"]["date"] in text and "1 thread(s)" in text
+    assert "| shape | T×B×I×H | contender | median ms |" in text and "| vs torch |" in text
+    assert "6×3×4×5" in text and "6×3×4×5" in out
+    assert not list(tmp_path.glob(".tmp-*"))            # atomic writes leave no temporaries
+
+
+def test_missing_peer_and_missing_fma_peak_are_reported_not_dropped(monkeypatch):
+    import fastlstm
+
+    class NotInstalled:
+        def __init__(self):
+            raise ImportError("No module named 'torch'")
+
+    monkeypatch.setitem(peers.PEERS, "torch", NotInstalled)
+    monkeypatch.delattr(fastlstm, "_core", raising=False)        # `from fastlstm import _core` fails
+    monkeypatch.setitem(sys.modules, "fastlstm._core", None)
+    res = runner.run(tiny_options(["reference"], peers=["torch"], streaming=()))
+    assert {"name": "torch", "kind": "peer", "state": "not installed (No module named 'torch')"} in res["contenders"]
+    assert res["peaks"][0]["gflops"] is None and res["peaks"][0]["state"].startswith("unavailable")
+    assert all(r["status"] == "ok" and r["pct_peak"] is None for r in res["rows"])
+    text = report.format_text(res)
+    assert "torch:" in text and "not installed" in text and "FMA peak — (unavailable)" in text
+    assert "Not measured: torch: not installed" in report.format_markdown(res)
+
+
+def test_cli_parses_arguments():
+    args = build_parser().parse_args(["bench", "--shape", "100,32,512,512", "book", "--threads", "1,2",
+                                      "--lengths", "variable", "--mode", "train", "--backends",
+                                      "reference", "--repeats", "3", "--no-progress"])
+    opts = bench_options(args)
+    assert [(s.T, s.B, s.I, s.H, s.variable) for s in opts.shapes] == [(100, 32, 512, 512, True),
+                                                                       (50, 1, 1, 32, True)]
+    assert opts.threads == [1, 2] and opts.modes == ("train",) and opts.backends == ["reference"]
+    assert opts.repeats == 3 and not opts.progress and opts.peers is None
+    quick = bench_options(build_parser().parse_args(["bench", "--quick"]))
+    assert all(s.cut_from or s.T * s.B * s.H <= 100 * 16 * 128 for s in quick.shapes)
+    assert quick.reference_max_gflop is not None
+    assert parse_shape("medium") == SHAPES["medium"]
+
+
+def test_cli_config_shows_the_backend(capsys):
+    assert main(["config"]) == 0
+    assert "backend   :" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--shape", "100,32,512"], "invalid shape '100,32,512': expected T,B,I,H"),
+    (["--shape", "100,0,8,8"], "must all be >= 1"),
+    (["--shape", "big"], "invalid shape 'big'"),
+    (["--threads", "0"], "invalid thread counts"),
+    (["--backends", "cuda"], "unknown backend 'cuda'"),
+    (["--repeats", "0"], "expected a positive integer"),
+])
+def test_cli_rejects_bad_arguments_clearly(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench"] + argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
