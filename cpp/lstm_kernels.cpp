@@ -102,6 +102,19 @@ static inline void with_rows(int m, F&& f) {
   f.template operator()<MR>();
 }
 
+// Cover rows 0..rows-1 with ceil(rows/MR) register tiles of near-equal height (32 rows with
+// MR = 6: 5,5,5,5,6,6 rather than 6,6,6,6,6,2 — a thin last tile streams the same weights for a
+// third of the work); f.template operator()<m>(r0) per tile.
+template <int MR, class F>
+static inline void for_tiles(int rows, F&& f) {
+  const int nt = (rows + MR - 1) / MR;
+  for (int t = 0, r0 = 0; t < nt; ++t) {
+    const int m = rows / nt + (t < rows % nt ? 1 : 0);
+    with_rows<MR>(m, [&]<int M>() { f.template operator()<M>(r0); });
+    r0 += m;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Packing B operands into panels of NR = NV·W columns: panel j is K rows × NR floats.
 #if defined(__AVX2__)
@@ -471,8 +484,7 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
       st.src = o.src.data() + o.off[s];
       const int rows_s = o.Bs[s];
       for (long p = u0 / W; p < u1 / W; ++p)
-        for (int r0 = 0; r0 < rows_s; r0 += MR4)
-          with_rows<MR4>(std::min(MR4, rows_s - r0), [&]<int M>() { fwd_tile<M>(st, p, r0); });
+        for_tiles<MR4>(rows_s, [&]<int M>(int r0) { fwd_tile<M>(st, p, r0); });
       team.barrier();
     }
   });
@@ -537,8 +549,7 @@ static void lstm_step(const Packed& P, const float* x, float* h, float* c, int B
   float* hprev = scratch(S_STEP, (size_t)B * H);
   std::memcpy(hprev, h, sizeof(float) * B * H);
   for (long p = 0; p < P.Hp / W; ++p)
-    for (int r0 = 0; r0 < B; r0 += MR4)
-      with_rows<MR4>(std::min(MR4, B - r0), [&]<int M>() { step_tile<M>(P, x, hprev, h, c, p, r0); });
+    for_tiles<MR4>(B, [&]<int M>(int r0) { step_tile<M>(P, x, hprev, h, c, p, r0); });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -612,8 +623,8 @@ static void lstm_backward(const BackwardArgs& a) {
         const long kc = std::min<long>(KCS, G - kc0);
         for (long jj = u0 / (2 * W); jj < u1 / (2 * W); ++jj) {
           const float* bp = Whh_b + jj * G * 2 * W + kc0 * 2 * W;
-          for (int r0 = 0; r0 < rows_s; r0 += MR2) {
-            with_rows<MR2>(std::min(MR2, rows_s - r0), [&]<int M>() {
+          for_tiles<MR2>(rows_s, [&]<int M>(int r0) {
+            {
               V acc[M][2];
               FL_UNROLL for (int i = 0; i < M; ++i) {
                 float* d = dh + (long)(r0 + i) * Hp + jj * 2 * W;
@@ -626,8 +637,8 @@ static void lstm_backward(const BackwardArgs& a) {
                 store(d, acc[i][0]);
                 store(d + W, acc[i][1]);
               }
-            });
-          }
+            }
+          });
         }
       }
       // no second barrier: the next step's elementwise part reads only this thread's columns
