@@ -159,8 +159,20 @@ inline V exp_(V x) {
   return mul(p, pow2i(n));
 }
 
+// 1/d. AVX-512: the 14-bit hardware estimate and one Newton step (error < 2^-27, exact for
+// powers of two), several times cheaper than a zmm division, which is double-pumped on Zen 4.
+// Elsewhere a division: AVX2's 12-bit estimate would lose the exact ±1 saturation.
+inline V recip(V d) {
+#if defined(__AVX512F__)
+  V r = {_mm512_rcp14_ps(d.v)};
+  return fmadd(r, fnmadd(d, r, set1(1.0f)), r);  // r + r(1 − d·r)
+#else
+  return div(set1(1.0f), d);
+#endif
+}
+
 // σ(x) = 1 / (1 + e^{-x})
-inline V sigmoid(V x) { return div(set1(1.0f), add(set1(1.0f), exp_(sub(zero(), x)))); }
+inline V sigmoid(V x) { return recip(add(set1(1.0f), exp_(sub(zero(), x)))); }
 
 // tanh(x): odd/even rational approximation (Eigen's generic_fast_tanh_float). The clamp is
 // where the rational reaches exactly ±1 in float32 (it differs with and without FMA).
@@ -184,7 +196,11 @@ inline V tanh_(V x) {
   q = fmadd(x2, q, set1(1.18534705686654e-04f));
   q = fmadd(x2, q, set1(2.26843463243900e-03f));
   q = fmadd(x2, q, set1(4.89352518554385e-03f));
+#if defined(__AVX512F__)
+  return mul(p, recip(q));
+#else
   return div(p, q);
+#endif
 }
 
 }  // namespace FASTLSTM_ISA

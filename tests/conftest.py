@@ -60,6 +60,16 @@ def random_lengths(rng, T, B, zeros=True):
     return lengths
 
 
+@pytest.fixture(scope="session", autouse=True)
+def forced_backend_is_active():
+    """Under FASTLSTM_BACKEND=name (CI runs the suite so) that backend must really be active."""
+    forced = os.environ.get("FASTLSTM_BACKEND", "").strip().lower()
+    if forced:
+        import fastlstm
+
+        assert fastlstm.backends.active().NAME == forced, (forced, fastlstm.backends.active().NAME)
+
+
 @pytest.fixture
 def rng(request):
     # a different, reproducible stream per test

@@ -460,6 +460,9 @@ def run(opts: Options) -> dict:
                         if mode not in c.modes:
                             continue
                         bar.describe(f"{n}t {mode} {shape.label} {c.name}")
+                        # again before each contender: a Numba parallel launch resets the OpenMP
+                        # thread count torch shares (seen: torch "1 thread" ran on 2 cores)
+                        c.set_threads(n)
                         row = _bench_one(c, p, mode, opts, ref_cache, peak)
                         row.update(_shape_row(shape, p.lengths), threads=n)
                         results["rows"].append(row)
@@ -467,6 +470,7 @@ def run(opts: Options) -> dict:
             for H in opts.streaming:
                 for c in stream_cs:
                     bar.describe(f"{n}t stream H={H} {c.name}")
+                    c.set_threads(n)
                     row = _stream_one(c, H, opts)
                     row["threads"] = n
                     results["streaming"].append(row)
