@@ -117,6 +117,17 @@ static inline void for_tiles(int rows, F&& f) {
 
 // ---------------------------------------------------------------------------------------------
 // Packing B operands into panels of NR = NV·W columns: panel j is K rows × NR floats.
+// fn(j) for every panel j < panels, split over the team when the copy (`work` floats) is big.
+template <class F>
+static void for_panels(long panels, long work, int threads, F&& fn) {
+  const int n = (int)std::min<long>(threads, std::max<long>(1, work / (1 << 18)));
+  parallel_run(n, [&](int tid, Team& team) {
+    long p0, p1;
+    split_range(panels, team.size(), tid, 1, &p0, &p1);
+    for (long j = p0; j < p1; ++j) fn(j);
+  });
+}
+
 #if defined(__AVX2__)
 // out[kk·ldo + u] = src[u·lds + kk] for u, kk < 8: an 8×8 block transposed in registers.
 static inline void transpose8x8(const float* src, long lds, float* out, long ldo) {
@@ -145,35 +156,29 @@ static inline void transpose8x8(const float* src, long lds, float* out, long ldo
 // loop made packing a third of a latency-shape forward.
 static void pack_cols(const float* Wm, long ldw, long K, long Kvalid, long N, const int* colmap, int NR,
                       float* out, int threads) {
-  long panels = (N + NR - 1) / NR;
-  int n = (int)std::min<long>(threads, std::max<long>(1, K * N / (1 << 18)));
-  parallel_run(n, [&](int tid, Team& team) {
-    long p0, p1;
-    split_range(panels, team.size(), tid, 1, &p0, &p1);
-    for (long j = p0; j < p1; ++j) {
-      float* o = out + j * K * NR;
-      for (int g = 0; g < NR; g += W) {
-        const long c0 = j * NR + g;
-        const int r0 = c0 < N ? colmap[c0] : -1;
-        bool consecutive = r0 >= 0 && c0 + W <= N;
-        for (int u = 1; consecutive && u < W; ++u) consecutive = colmap[c0 + u] == r0 + u;
-        long k = 0;
-        if (consecutive) {
-          const float* src = Wm + (long)r0 * ldw;
+  for_panels((N + NR - 1) / NR, K * N, threads, [&](long j) {
+    float* o = out + j * K * NR;
+    for (int g = 0; g < NR; g += W) {
+      const long c0 = j * NR + g;
+      const int r0 = c0 < N ? colmap[c0] : -1;
+      bool consecutive = r0 >= 0 && c0 + W <= N;
+      for (int u = 1; consecutive && u < W; ++u) consecutive = colmap[c0 + u] == r0 + u;
+      long k = 0;
+      if (consecutive) {
+        const float* src = Wm + (long)r0 * ldw;
 #if defined(__AVX2__)
-          for (; k + 8 <= Kvalid; k += 8)
-            for (int u = 0; u < W; u += 8) transpose8x8(src + u * ldw + k, ldw, o + k * NR + g + u, NR);
+        for (; k + 8 <= Kvalid; k += 8)
+          for (int u = 0; u < W; u += 8) transpose8x8(src + u * ldw + k, ldw, o + k * NR + g + u, NR);
 #endif
-          for (; k < Kvalid; ++k)
-            for (int u = 0; u < W; ++u) o[k * NR + g + u] = src[u * ldw + k];
-          for (; k < K; ++k) store(o + k * NR + g, zero());
-          continue;
-        }
-        for (int u = 0; u < W; ++u) {
-          const long col = c0 + u;
-          const int row = col < N ? colmap[col] : -1;
-          for (k = 0; k < K; ++k) o[k * NR + g + u] = (row >= 0 && k < Kvalid) ? Wm[(long)row * ldw + k] : 0.f;
-        }
+        for (; k < Kvalid; ++k)
+          for (int u = 0; u < W; ++u) o[k * NR + g + u] = src[u * ldw + k];
+        for (; k < K; ++k) store(o + k * NR + g, zero());
+        continue;
+      }
+      for (int u = 0; u < W; ++u) {
+        const long col = c0 + u;
+        const int row = col < N ? colmap[col] : -1;
+        for (k = 0; k < K; ++k) o[k * NR + g + u] = (row >= 0 && k < Kvalid) ? Wm[(long)row * ldw + k] : 0.f;
       }
     }
   });
@@ -182,24 +187,18 @@ static void pack_cols(const float* Wm, long ldw, long K, long Kvalid, long N, co
 // B(k, col) = W[rowmap[k]·ldw + col] for col < Nvalid (rowmap null: identity; -1 = zero row).
 static void pack_rows(const float* Wm, long ldw, long K, long N, long Nvalid, const int* rowmap, int NR,
                       float* out, int threads) {
-  long panels = (N + NR - 1) / NR;
-  int n = (int)std::min<long>(threads, std::max<long>(1, K * N / (1 << 18)));
-  parallel_run(n, [&](int tid, Team& team) {
-    long p0, p1;
-    split_range(panels, team.size(), tid, 1, &p0, &p1);
-    for (long j = p0; j < p1; ++j) {
-      float* o = out + j * K * NR;
-      long c0 = j * NR, nc = std::max<long>(0, std::min<long>(NR, Nvalid - c0));
-      for (long k = 0; k < K; ++k) {
-        int row = rowmap ? rowmap[k] : (int)k;
-        float* ok = o + k * NR;
-        long c = 0;
-        if (row >= 0) {
-          const float* src = Wm + (long)row * ldw + c0;
-          for (; c < nc; ++c) ok[c] = src[c];
-        }
-        for (; c < NR; ++c) ok[c] = 0.f;
+  for_panels((N + NR - 1) / NR, K * N, threads, [&](long j) {
+    float* o = out + j * K * NR;
+    long c0 = j * NR, nc = std::max<long>(0, std::min<long>(NR, Nvalid - c0));
+    for (long k = 0; k < K; ++k) {
+      int row = rowmap ? rowmap[k] : (int)k;
+      float* ok = o + k * NR;
+      long c = 0;
+      if (row >= 0) {
+        const float* src = Wm + (long)row * ldw + c0;
+        for (; c < nc; ++c) ok[c] = src[c];
       }
+      for (; c < NR; ++c) ok[c] = 0.f;
     }
   });
 }
