@@ -278,7 +278,7 @@ struct Gemm {
     bool split_m = M >= (long)MR * 4 * n;
     if (!split_m) n = (int)std::min<long>(n, panels);
     parallel_run(std::max(1, n), [&](int tid, Team& team) {
-      // sized to the problem: a full MC×KC buffer is a megabyte, i.e. an mmap per small call
+      // sized to the problem: a full MC×KC block is over a megabyte of scratch per thread
       float* Ap = scratch(S_AP, (size_t)std::min<long>(MC, (M + MR - 1) / MR * MR) * std::min<long>(KC, K));
       long a0 = 0, a1 = M, b0 = 0, b1 = panels;
       if (split_m) split_range(M, team.size(), tid, MR, &a0, &a1);
