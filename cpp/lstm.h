@@ -15,6 +15,7 @@ namespace fastlstm {
 // offset off[s]), hidden units padded to Hp and gate-interleaved per panel of U units.
 struct Workspace {
   int T = 0, B = 0, I = 0, H = 0, Hp = 0, U = 0;
+  long ldh = 0;                    // row stride of hprev (Hp plus a cache line)
   bool reverse = false;
   std::vector<int> perm;        // internal row j -> batch row perm[j]
   std::vector<int> Bs;          // active rows at step s (non-increasing)
@@ -22,12 +23,12 @@ struct Workspace {
   std::vector<long> src;        // compact row n -> row t·B + b of x / y
   std::unique_ptr<float[]> gates;  // (Nact, 4Hp) activated i, f, g, o, interleaved per panel
   std::unique_ptr<float[]> c;      // (Nact, Hp) c_t after each real step
-  std::unique_ptr<float[]> hprev;  // (Nact + B, Hp) h_{t-1} before each real step
+  std::unique_ptr<float[]> hprev;  // (Nact + B, ldh) h_{t-1} before each real step
   std::unique_ptr<float[]> c0;     // (B, Hp) initial cell state, internal row order
   const char* isa = "";            // the ISA that ran forward; backward runs the same one
   size_t nbytes() const {
     size_t N = off.empty() ? 0 : (size_t)off.back();
-    return sizeof(float) * (N * 4 * Hp + N * Hp + (N + B) * Hp + (size_t)B * Hp) +
+    return sizeof(float) * (N * 4 * Hp + N * Hp + (N + B) * ldh + (size_t)B * Hp) +
            sizeof(long) * (off.size() + src.size()) + sizeof(int) * (perm.size() + Bs.size());
   }
 };

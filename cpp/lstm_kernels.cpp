@@ -358,10 +358,10 @@ static void gather_rows(const float* in, long cols, const std::vector<long>& src
 // ---------------------------------------------------------------------------------------------
 // Forward. One fused tile: rows r0..r0+MR-1 of step s, hidden units of panel p.
 struct FwdStep {
-  long Hp, H;
+  long Hp, ldh, H;    // ldh: row stride of the h buffers
   const float* Whp;    // packed W_hhᵀ, panel p at Whp + p·Hp·4W
-  const float* hprev;  // (rows, Hp)
-  float* hnext;        // (rows, Hp)
+  const float* hprev;  // (rows, ldh)
+  float* hnext;        // (rows, ldh)
   float* c;            // (B, Hp), updated in place
   float* zx;           // (rows, 4Hp) Zx of this step; activated gates are written back when training
   float* cout;         // (rows, Hp) c_t for backward, or null
@@ -376,7 +376,7 @@ static inline void fwd_tile(const FwdStep& s, long p, long r0) {
   FL_UNROLL for (int i = 0; i < MR; ++i) FL_UNROLL for (int q = 0; q < 4; ++q)
     acc[i][q] = load(s.zx + (r0 + i) * G + p * 4 * W + q * W);
   // z = x_t·W_ihᵀ + b (precomputed) + h_{t-1}·W_hhᵀ
-  micro<MR, 4>(s.Hp, s.hprev + r0 * s.Hp, s.Hp, 1, s.Whp + p * s.Hp * 4 * W, acc);
+  micro<MR, 4>(s.Hp, s.hprev + r0 * s.ldh, s.ldh, 1, s.Whp + p * s.Hp * 4 * W, acc);
   const long u0 = p * W;
   const int ny = (int)std::min<long>(W, s.H - u0);
   FL_UNROLL for (int i = 0; i < MR; ++i) {
@@ -386,7 +386,7 @@ static inline void fwd_tile(const FwdStep& s, long p, long r0) {
     V c = fmadd(fg, load(cp), mul(ig, gg));   // c_t = f ⊙ c_{t-1} + i ⊙ g
     V h = mul(og, tanh_(c));                   // h_t = o ⊙ tanh(c_t)
     store(cp, c);
-    store(s.hnext + row * s.Hp + u0, h);
+    store(s.hnext + row * s.ldh + u0, h);
     if (s.cout) {  // training: keep activated gates and c_t for backward
       float* g = s.zx + row * G + p * 4 * W;
       store(g, ig); store(g + W, fg); store(g + 2 * W, gg); store(g + 3 * W, og);
@@ -447,13 +447,16 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
 
   // state in internal row order, padded to Hp
   float* c = scratch(S_C, (size_t)B * Hp);
+  // h rows are padded by one cache line (ldh): the register tile reads MR rows per k, and with a
+  // power-of-two stride they would all share one L1 set
+  const long ldh = Hp + 16;
   size_t hrows = training ? (size_t)N + B : 2 * (size_t)B;  // training keeps every h_{t-1}
-  float* hbuf = training ? (hbuf_own = alloc(hrows * Hp)).get() : scratch(S_H, hrows * Hp);
+  float* hbuf = training ? (hbuf_own = alloc(hrows * ldh)).get() : scratch(S_H, hrows * ldh);
   std::memset(c, 0, sizeof(float) * B * Hp);
-  std::memset(hbuf, 0, sizeof(float) * B * Hp);  // later rows are written before they are read
+  std::memset(hbuf, 0, sizeof(float) * B * ldh);  // later rows are written before they are read
   for (int j = 0; j < B; ++j) {
     std::memcpy(c + (long)j * Hp, a.c0 + (long)o.perm[j] * H, sizeof(float) * H);
-    std::memcpy(hbuf + (long)j * Hp, a.h0 + (long)o.perm[j] * H, sizeof(float) * H);
+    std::memcpy(hbuf + j * ldh, a.h0 + (long)o.perm[j] * H, sizeof(float) * H);
   }
   if (training) {
     c0p = alloc((size_t)B * Hp);
@@ -467,14 +470,14 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
     split_range(Hp, team.size(), tid, 2 * W, &u0, &u1);
     for (int s = 0; s < Teff; ++s) {
       FwdStep st;
-      st.Hp = Hp; st.H = H; st.Whp = Whh_p;
+      st.Hp = Hp; st.ldh = ldh; st.H = H; st.Whp = Whh_p;
       if (training) {
-        st.hprev = hbuf + o.off[s] * Hp;
-        st.hnext = hbuf + o.off[s + 1] * Hp;  // rows past Bs[s+1] spill into later blocks
+        st.hprev = hbuf + o.off[s] * ldh;
+        st.hnext = hbuf + o.off[s + 1] * ldh;  // rows past Bs[s+1] spill into later blocks
         st.cout = Cn.get() + o.off[s] * Hp;
       } else {
-        st.hprev = hbuf + (s & 1) * (long)B * Hp;
-        st.hnext = hbuf + ((s + 1) & 1) * (long)B * Hp;
+        st.hprev = hbuf + (s & 1) * B * ldh;
+        st.hnext = hbuf + ((s + 1) & 1) * B * ldh;
         st.cout = nullptr;
       }
       st.c = c;
@@ -502,7 +505,7 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
 
   if (training) {
     Workspace& ws = *a.ws;
-    ws.T = T; ws.B = B; ws.I = I; ws.H = H; ws.Hp = Hp; ws.U = W; ws.reverse = a.reverse;
+    ws.T = T; ws.B = B; ws.I = I; ws.H = H; ws.Hp = Hp; ws.ldh = ldh; ws.U = W; ws.reverse = a.reverse;
     ws.perm = o.perm; ws.Bs = o.Bs; ws.off = o.off; ws.src = o.src;
     ws.gates = std::move(Zx_own);  // moved, not copied: these are the biggest buffers of the call
     ws.c = std::move(Cn);
@@ -566,7 +569,10 @@ static void lstm_backward(const BackwardArgs& a) {
   float* Whh_b = scratch(S_WHHB, (size_t)G * Hp);
   pack_rows(a.W_hh, H, G, Hp, H, rows.data(), 2 * W, Whh_b, a.threads);
 
-  float* dZ = scratch(S_DZ, (size_t)N * G);
+  // dZ rows are padded by one cache line: with a power-of-two stride the 12 rows one register
+  // tile reads per k all fall into the same L1 set (8 ways) and evict each other.
+  const long ldz = G + 16;
+  float* dZ = scratch(S_DZ, (size_t)N * ldz);
   float* dh = scratch(S_DH, (size_t)B * Hp);
   float* dc = scratch(S_DC, (size_t)B * Hp);
   std::memset(dh, 0, sizeof(float) * B * Hp);
@@ -589,7 +595,7 @@ static void lstm_backward(const BackwardArgs& a) {
         const float* gr = ws.gates.get() + n * G;
         const float* cr = ws.c.get() + n * Hp;
         const float* cpr = s > 0 ? ws.c.get() + (ws.off[s - 1] + j) * Hp : ws.c0.get() + (long)j * Hp;
-        float* dzr = dZ + n * G;
+        float* dzr = dZ + n * ldz;
         for (long p = u0 / W; p < u1 / W; ++p) {
           const long u = p * W;
           const int ny = (int)std::max<long>(0, std::min<long>(W, H - u));
@@ -617,7 +623,7 @@ static void lstm_backward(const BackwardArgs& a) {
       team.barrier();
       // dh_{t-1}[rows, u0:u1] = dz · W_hh[:, u0:u1]   (z_t = ... + h_{t-1}·W_hhᵀ)
       // K-blocked so a KCS × 2W slice of W_hh stays in L1 across all row tiles of the step
-      const float* dzs = dZ + n0 * G;
+      const float* dzs = dZ + n0 * ldz;
       for (long kc0 = 0; kc0 < G; kc0 += KCS) {
         const long kc = std::min<long>(KCS, G - kc0);
         for (long jj = u0 / (2 * W); jj < u1 / (2 * W); ++jj) {
@@ -630,7 +636,7 @@ static void lstm_backward(const BackwardArgs& a) {
                 acc[i][0] = kc0 ? load(d) : zero();
                 acc[i][1] = kc0 ? load(d + W) : zero();
               }
-              micro<M, 2>(kc, dzs + r0 * G + kc0, G, 1, bp, acc);
+              micro<M, 2>(kc, dzs + r0 * ldz + kc0, ldz, 1, bp, acc);
               FL_UNROLL for (int i = 0; i < M; ++i) {
                 float* d = dh + (long)(r0 + i) * Hp + jj * 2 * W;
                 store(d, acc[i][0]);
@@ -656,11 +662,11 @@ static void lstm_backward(const BackwardArgs& a) {
     float* Wih_b = scratch(S_WIHB, (size_t)G * ((I + 4 * W - 1) / (4 * W)) * 4 * W);
     pack_rows(a.W_ih, I, G, I, I, rows.data(), 4 * W, Wih_b, a.threads);
     if (identity) {
-      Gemm4::run(N, I, G, dZ, G, 1, Wih_b, a.dx, I, nullptr, false, a.threads);
+      Gemm4::run(N, I, G, dZ, ldz, 1, Wih_b, a.dx, I, nullptr, false, a.threads);
     } else {
       std::memset(a.dx, 0, sizeof(float) * (size_t)T * B * I);  // padding gets no gradient
       float* dXc = scratch(S_DXC, (size_t)N * I);
-      Gemm4::run(N, I, G, dZ, G, 1, Wih_b, dXc, I, nullptr, false, a.threads);
+      Gemm4::run(N, I, G, dZ, ldz, 1, Wih_b, dXc, I, nullptr, false, a.threads);
       for (long n = 0; n < N; ++n) std::memcpy(a.dx + ws.src[n] * I, dXc + n * I, sizeof(float) * I);
     }
   }
@@ -676,14 +682,14 @@ static void lstm_backward(const BackwardArgs& a) {
     float* Xb = scratch(S_XB, (size_t)std::max<long>(N, 1) * pI);
     float* Hb = scratch(S_HB, (size_t)std::max<long>(N, 1) * pH);
     pack_rows(X, I, N, I, I, nullptr, 4 * W, Xb, a.threads);
-    pack_rows(ws.hprev.get(), Hp, N, H, H, nullptr, 4 * W, Hb, a.threads);
+    pack_rows(ws.hprev.get(), ws.ldh, N, H, H, nullptr, 4 * W, Hb, a.threads);
     float* dWi = scratch(S_DWI, (size_t)G * I);
     float* dWh = scratch(S_DWH, (size_t)G * H);
-    Gemm4::run(G, I, N, dZ, 1, G, Xb, dWi, I, nullptr, false, a.threads);
-    Gemm4::run(G, H, N, dZ, 1, G, Hb, dWh, H, nullptr, false, a.threads);
+    Gemm4::run(G, I, N, dZ, 1, ldz, Xb, dWi, I, nullptr, false, a.threads);
+    Gemm4::run(G, H, N, dZ, 1, ldz, Hb, dWh, H, nullptr, false, a.threads);
     std::vector<float> dbp(G, 0.f);
     for (long n = 0; n < N; ++n) {
-      const float* z = dZ + n * G;
+      const float* z = dZ + n * ldz;
       for (long r = 0; r < G; ++r) dbp[r] += z[r];
     }
     for (long r = 0; r < G; ++r) {
