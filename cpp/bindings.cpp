@@ -240,6 +240,10 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("input_size", [](const Cell& c) { return c.P.I; })
       .def_property_readonly("hidden_size", [](const Cell& c) { return c.P.H; });
 
+  m.def("_set_fuse_rows", [](long n) { return g_fuse_rows.exchange(n); }, py::arg("rows"),
+        "forward policy: fuse the input projection when a step has >= rows rows (-1: the kernels' "
+        "rule, the default); returns the previous setting");
+  m.def("_last_fused", [] { return g_last_fused.load(); }, "whether the last forward fused the input projection");
   m.def("_gemm", [](py::array A, py::array Bm) {
     if (A.ndim() != 2 || Bm.ndim() != 2 || A.shape(1) != Bm.shape(0)) throw py::value_error("shapes");
     const int M = (int)A.shape(0), K = (int)A.shape(1), N = (int)Bm.shape(1);

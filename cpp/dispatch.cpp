@@ -1,6 +1,7 @@
 // dispatch.cpp: the kernel tables compiled into this build, and which one runs.
 // The best ISA the CPU supports is chosen at load; FASTLSTM_ISA=generic|avx2|avx512 (or
 // set_isa from Python) forces a lower one, e.g. so tests cover every path this CPU executes.
+#include <cstdlib>
 #include <cstring>
 
 #include "cpu_features.h"
@@ -21,6 +22,12 @@ std::vector<const KernelTable*> compiled_tables() {
   return {table_generic()};
 #endif
 }
+
+std::atomic<long> g_fuse_rows{[] {
+  const char* e = std::getenv("FASTLSTM_FUSE_ROWS");
+  return e && *e ? std::atol(e) : -1L;
+}()};
+std::atomic<bool> g_last_fused{false};
 
 static bool runnable(const KernelTable* t) {
   const CpuFeatures& f = cpu_features();

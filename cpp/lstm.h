@@ -4,6 +4,7 @@
 // float32. Gate order i, f, g, o. lengths may be null (every row has T steps).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -79,6 +80,12 @@ struct KernelTable {
   double (*fma_peak)(int threads, double seconds);  // GFLOP/s
   void (*release_scratch)();                         // free this thread's scratch buffers
 };
+
+// Forward path policy (dispatch.cpp): fuse the input projection into the recurrent tile when a
+// step has at least fuse_rows rows; -1 = the kernels' own rule (FASTLSTM_FUSE_ROWS sets it at
+// load). last_fused records what the last forward did, so tests can prove which path ran.
+extern std::atomic<long> g_fuse_rows;
+extern std::atomic<bool> g_last_fused;
 
 // dispatch.cpp
 std::vector<const KernelTable*> compiled_tables();   // every ISA in this build, best first

@@ -95,6 +95,41 @@ def test_gemm(isa, M, K, N, native, core, rng):
     np.testing.assert_allclose(C, A.astype(np.float64) @ B, rtol=1e-4, atol=1e-4 * np.sqrt(K))
 
 
+@pytest.mark.parametrize("isa", NATIVE_ISAS)
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("T,B,I,H,lens,rev", [(1, 1, 1, 1, False, False), (4, 13, 7, 37, True, False),
+                                               (3, 20, 1, 45, True, True), (5, 14, 33, 17, False, True),
+                                               (2, 7, 5, 257, False, False)])
+def test_forward_paths_match_reference(isa, fused, T, B, I, H, lens, rev, native, core, rng):
+    """Both forward paths (input projection fused into the recurrent tile, or one merged GEMM)
+    are forced on every ISA, inference and training, threads 1 and 3."""
+    if isa not in core.supported_isas():
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    args = random_problem(rng, T, B, I, H, dtype=np.float32, scale=0.6, state=True)
+    lengths = random_lengths(rng, T, B) if lens else None
+    a64 = [a.astype(np.float64) for a in args]
+    yr, hr, cr, ws = ref.lstm_forward(*a64, lengths, rev, True)
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    gr = ref.lstm_backward(dy.astype(np.float64), np.zeros_like(hr), np.zeros_like(cr), ws, a64[0], a64[1], a64[2], a64[4], a64[5], lengths, rev)
+    old_rows, old_threads = core._set_fuse_rows(0 if fused else 1 << 30), fastlstm.get_num_threads()
+    try:
+        for threads in (1, 3):
+            fastlstm.set_num_threads(threads)
+            with native.use_isa(isa):
+                for training in (False, True):
+                    y, hT, cT, tape = fastlstm.lstm_forward(*args, lengths, reverse=rev, training=training,
+                                                            backend="native")
+                    assert core._last_fused() is fused and native.last_isa() == isa
+                    for got, want in ((y, yr), (hT, hr), (cT, cr)):
+                        assert np.all(np.abs(got - want) <= 2e-5 + 1e-5 * np.abs(want))
+                grads = fastlstm.lstm_backward(dy, None, None, tape)
+            for g, w in zip(grads, gr):
+                assert np.abs(g - w).max() <= 1e-4 * max(np.abs(w).max(), 1e-30)
+    finally:
+        core._set_fuse_rows(old_rows)
+        fastlstm.set_num_threads(old_threads)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3, 5])
 def test_thread_counts_agree(threads, native, rng):
     T, B, I, H = 9, 11, 13, 70  # H spans several per-thread slices
