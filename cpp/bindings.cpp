@@ -72,35 +72,45 @@ const KernelTable* table_by_name(const std::string& name) {
   throw py::value_error("this CPU cannot run the '" + name + "' path");
 }
 
+// x, h0, c0, lengths of a forward call with H hidden units; output arrays allocated.
+struct ForwardCall {
+  ForwardArgs a{};
+  farray y, hT, cT;
+  ForwardCall(py::array x, int H, py::array h0, py::array c0, py::object lengths, bool reverse) {
+    if (x.ndim() != 3) throw py::value_error("x must have shape (T, B, I)");
+    const int T = (int)x.shape(0), B = (int)x.shape(1), I = (int)x.shape(2);
+    if (T < 1 || B < 1 || I < 1 || H < 1) throw py::value_error("T, B, I and H must all be >= 1");
+    a.T = T; a.B = B; a.I = I; a.H = H;
+    a.x = checked(x, "x", {T, B, I});
+    a.h0 = checked(h0, "h0", {B, H});
+    a.c0 = checked(c0, "c0", {B, H});
+    a.lengths = checked_lengths(lengths, T, B);
+    a.reverse = reverse;
+    y = farray({T, B, H}); hT = farray({B, H}); cT = farray({B, H});
+    a.y = mut(y); a.hT = mut(hT); a.cT = mut(cT);
+    a.threads = g_threads.load();
+  }
+};
+
 py::tuple forward(py::array x, py::array W_ih, py::array W_hh, py::array b, py::array h0, py::array c0,
                   py::object lengths, bool reverse, bool training) {
-  if (x.ndim() != 3) throw py::value_error("x must have shape (T, B, I)");
   if (W_hh.ndim() != 2) throw py::value_error("W_hh must have shape (4H, H)");
-  const int T = (int)x.shape(0), B = (int)x.shape(1), I = (int)x.shape(2), H = (int)W_hh.shape(1);
-  if (T < 1 || B < 1 || I < 1 || H < 1) throw py::value_error("T, B, I and H must all be >= 1");
-  ForwardArgs a{};
-  a.T = T; a.B = B; a.I = I; a.H = H;
-  a.x = checked(x, "x", {T, B, I});
+  ForwardCall f(x, (int)W_hh.shape(1), h0, c0, lengths, reverse);
+  ForwardArgs& a = f.a;
+  const int I = a.I, H = a.H;
   a.W_ih = checked(W_ih, "W_ih", {4 * H, I});
   a.W_hh = checked(W_hh, "W_hh", {4 * H, H});
   a.b = checked(b, "b", {4 * H});
-  a.h0 = checked(h0, "h0", {B, H});
-  a.c0 = checked(c0, "c0", {B, H});
-  a.lengths = checked_lengths(lengths, T, B);
-  a.reverse = reverse;
-  farray y({T, B, H}), hT({B, H}), cT({B, H});
-  a.y = mut(y); a.hT = mut(hT); a.cT = mut(cT);
   std::shared_ptr<Workspace> ws;
   if (training) ws = std::make_shared<Workspace>();
   a.ws = ws.get();
-  a.threads = g_threads.load();
   const KernelTable* t = active_table();
   {
     py::gil_scoped_release nogil;
     t->lstm_forward(a);
   }
   g_last_isa = t->name;
-  return py::make_tuple(y, hT, cT, ws ? py::cast(ws) : py::none());
+  return py::make_tuple(f.y, f.hT, f.cT, ws ? py::cast(ws) : py::none());
 }
 
 py::tuple backward(py::array dy, py::array dhT, py::array dcT, std::shared_ptr<Workspace> ws, py::array x,
@@ -131,7 +141,8 @@ py::tuple backward(py::array dy, py::array dhT, py::array dcT, std::shared_ptr<W
   return py::make_tuple(dx, dW_ih, dW_hh, db, dh0, dc0);
 }
 
-// A packed copy of one layer's weights for repeated single steps (streaming inference).
+// A packed copy of one layer's weights for repeated inference: whole sequences (forward) or
+// single streaming steps (step). Packed by, and always run on, the ISA active at construction.
 struct Cell {
   Packed P;
   const KernelTable* table;
@@ -144,6 +155,19 @@ struct Cell {
     const float* bb = checked(b, "b", {4 * H});
     table = active_table();
     table->pack_weights(wi, wh, bb, I, H, P, g_threads.load(), true);
+  }
+  // inference over whole sequences with the packed weights -> (y, hT, cT)
+  py::tuple forward(py::array x, py::array h0, py::array c0, py::object lengths, bool reverse) {
+    ForwardCall f(x, P.H, h0, c0, lengths, reverse);
+    if (f.a.I != P.I)
+      throw py::value_error("x must have shape (T, B, I) with I = " + std::to_string(P.I) + ", got I = " +
+                            std::to_string(f.a.I));
+    {
+      py::gil_scoped_release nogil;
+      table->lstm_forward_packed(f.a, P);
+    }
+    g_last_isa = table->name;
+    return py::make_tuple(f.y, f.hT, f.cT);
   }
   // h and c (B, H) float32 are updated in place; returns h
   py::array step(py::array x, py::array h, py::array c) {
@@ -232,8 +256,10 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("nbytes", &Workspace::nbytes)
       .def_property_readonly("isa", [](const Workspace& w) { return std::string(w.isa); });
 
-  py::class_<Cell>(m, "Cell", "packed weights of one layer for streaming single steps")
+  py::class_<Cell>(m, "Cell", "packed weights of one layer for repeated inference (sequences or single steps)")
       .def(py::init<py::array, py::array, py::array>(), py::arg("W_ih"), py::arg("W_hh"), py::arg("b"))
+      .def("forward", &Cell::forward, py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("lengths"),
+           py::arg("reverse"), "inference over whole sequences with the packed weights -> (y, hT, cT)")
       .def("step", &Cell::step, py::arg("x"), py::arg("h"), py::arg("c"),
            "one time step; h and c (B, H) are updated in place; returns h")
       .def_property_readonly("isa", [](const Cell& c) { return std::string(c.table->name); })

@@ -11,7 +11,7 @@ import types
 
 import numpy as np
 import pytest
-from conftest import require
+from conftest import require, require_backend
 
 from fastlstm.__main__ import bench_options, build_parser, main
 from fastlstm.backends import reference
@@ -96,6 +96,21 @@ def test_peer_adapters_pass_the_gate(peer, variable):
     for mode in c.modes:
         ok, errors = runner.compare(c.outputs(c.prepare(p, mode)(), mode), runner.reference_outputs(p, mode))
         assert ok, (mode, errors)
+
+
+@pytest.mark.parametrize("variable", [False, True], ids=["full", "variable-lengths"])
+def test_native_prepacked_contender_passes_the_gate_and_is_forward_only(variable):
+    require_backend("native")
+    contenders, roster = runner.build_contenders(runner.Options(shapes=[], threads=[1], peers=[]))
+    names = [c.name for c in contenders]
+    assert names.index("native-prepacked") == names.index("native") + 1
+    c = contenders[names.index("native-prepacked")]
+    assert c.modes == ("forward",) and not c.streaming
+    p = make_problem(Shape("tiny", 7, 14, 3, 6, variable=variable), seed=3)
+    ok, errors = runner.compare(c.outputs(c.prepare(p, "forward")(), "forward"), runner.reference_outputs(p, "forward"))
+    assert ok, errors
+    no, _ = runner.build_contenders(runner.Options(shapes=[], threads=[1], peers=[], prepacked=False))
+    assert "native-prepacked" not in [c.name for c in no]
 
 
 def test_truncated_check_problem_keeps_weights_and_ragged_lengths():

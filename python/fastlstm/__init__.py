@@ -3,6 +3,7 @@
 Kernel API (one layer, one direction, time-major):  lstm_forward / lstm_backward
 Stacked / bidirectional functional API:           lstm / lstm_grad
 Layer with parameters (torch.nn.LSTM layout):     LSTM
+Packed weights for repeated inference:            prepack
 Streaming, one step per call:                     stepper
 Backends: native (C++ SIMD) -> numba -> reference (NumPy, the spec); see show_config().
 """
@@ -14,7 +15,7 @@ __version__ = "0.1.0"
 from . import backends
 from ._config import config, get_num_threads, set_num_threads, show_config
 from .backends import BackendUnavailable, set_backend
-from .core import Tape, lstm_backward, lstm_forward, stepper
+from .core import Prepacked, Tape, lstm_backward, lstm_forward, prepack, stepper
 from .functional import StackTape, lstm, lstm_grad
 from .layers import LSTM
 
@@ -23,5 +24,5 @@ backends.active()  # choose at import: FASTLSTM_BACKEND forces one and fails lou
 __all__ = [
     "__version__", "backends", "BackendUnavailable", "set_backend", "config", "show_config",
     "set_num_threads", "get_num_threads", "lstm_forward", "lstm_backward", "Tape",
-    "lstm", "lstm_grad", "StackTape", "LSTM", "stepper",
+    "lstm", "lstm_grad", "StackTape", "LSTM", "prepack", "Prepacked", "stepper",
 ]

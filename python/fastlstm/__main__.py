@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=_positive_int, help="timed repeats per measurement (default 7, --quick 5)")
     b.add_argument("--min-time", type=float, metavar="SECONDS",
                    help="seconds per repeat; shorter calls are looped (default 0.05)")
+    b.add_argument("--no-prepacked", action="store_true",
+                   help="skip native-prepacked (native inference with weights packed once, untimed)")
     b.add_argument("--no-streaming", action="store_true", help="skip the one-step streaming benchmark")
     b.add_argument("--json", metavar="FILE", help="write every raw number and the machine info")
     b.add_argument("--markdown", metavar="FILE", help="write the tables as markdown (README section)")
@@ -113,7 +115,7 @@ def bench_options(args, argv=None):
     return Options(
         shapes=shapes, threads=threads,
         modes=("forward", "train") if args.mode == "both" else (args.mode,),
-        backends=args.backends, peers=args.peers,
+        backends=args.backends, peers=args.peers, prepacked=not args.no_prepacked,
         repeats=args.repeats or (5 if args.quick else 7),
         min_time=args.min_time if args.min_time is not None else 0.05,
         streaming=() if args.no_streaming else S.STREAMING_SIZES,

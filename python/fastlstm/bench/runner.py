@@ -44,6 +44,7 @@ class Options:
     modes: Sequence[str] = ("forward", "train")
     backends: Sequence[str | ModuleType] | None = None   # None: every fastlstm backend
     peers: Sequence[str] | None = None                   # None: torch and onnxruntime
+    prepacked: bool = True            # also time native inference with weights packed once
     repeats: int = 7
     warmup: int = 1
     min_time: float = 0.05            # seconds per repeat; shorter calls are looped
@@ -75,6 +76,10 @@ def build_contenders(opts: Options):
         contenders.append(c)
         roster.append({"name": c.name, "kind": "fastlstm", "state": "available",
                        "version": c.version()})
+        if opts.prepacked and c.name == "native" and c._registered:
+            contenders.append(_peers.FastlstmPrepacked(c.name))
+            roster.append({"name": contenders[-1].name, "kind": "fastlstm",
+                           "state": "available (inference only)", "version": c.version()})
     for name in (opts.peers if opts.peers is not None else _peers.PEER_NAMES):
         c, why = _peers.load_peer(name)
         if c is None:
