@@ -269,6 +269,16 @@ PYBIND11_MODULE(_core, m) {
   m.def("_set_fuse_rows", [](long n) { return g_fuse_rows.exchange(n); }, py::arg("rows"),
         "forward policy: fuse the input projection when a step has >= rows rows (-1: the kernels' "
         "rule, the default); returns the previous setting");
+  m.def("_set_split", [](const std::string& mode) {
+    int v = mode == "auto" ? 0 : mode == "rows" ? 1 : mode == "units" ? 2 : -1;
+    if (v < 0) throw py::value_error("split must be 'auto', 'rows' or 'units', got '" + mode + "'");
+    const char* names[] = {"auto", "rows", "units"};
+    return std::string(names[g_split.exchange(v)]);
+  }, py::arg("mode"), "how recurrent loops split over threads: auto (the kernels' rule), rows, units; returns the previous");
+  m.def("_last_split", [] {
+    const char* names[] = {"serial", "rows", "units"};
+    return std::string(names[g_last_split.load()]);
+  }, "how the last recurrent loop split over threads: serial, rows or units");
   m.def("_last_fused", [] { return g_last_fused.load(); }, "whether the last forward fused the input projection");
   m.def("_gemm", [](py::array A, py::array Bm) {
     if (A.ndim() != 2 || Bm.ndim() != 2 || A.shape(1) != Bm.shape(0)) throw py::value_error("shapes");

@@ -28,6 +28,11 @@ std::atomic<long> g_fuse_rows{[] {
   return e && *e ? std::atol(e) : -1L;
 }()};
 std::atomic<bool> g_last_fused{false};
+std::atomic<int> g_split{[] {
+  const char* e = std::getenv("FASTLSTM_SPLIT");
+  return !e ? 0 : !std::strcmp(e, "rows") ? 1 : !std::strcmp(e, "units") ? 2 : 0;
+}()};
+std::atomic<int> g_last_split{0};
 
 static bool runnable(const KernelTable* t) {
   const CpuFeatures& f = cpu_features();

@@ -86,6 +86,11 @@ struct KernelTable {
 // load). last_fused records what the last forward did, so tests can prove which path ran.
 extern std::atomic<long> g_fuse_rows;
 extern std::atomic<bool> g_last_fused;
+// How the recurrent loops split work over threads: 0 = the kernels' rule, 1 = batch rows,
+// 2 = hidden units (FASTLSTM_SPLIT=rows|units at load). last_split: 1 or 2 as the last
+// forward/backward loop ran with more than one thread, else 0.
+extern std::atomic<int> g_split;
+extern std::atomic<int> g_last_split;
 
 // dispatch.cpp
 std::vector<const KernelTable*> compiled_tables();   // every ISA in this build, best first

@@ -97,14 +97,24 @@ def test_gemm(isa, M, K, N, native, core, rng):
 
 @pytest.mark.parametrize("isa", NATIVE_ISAS)
 @pytest.mark.parametrize("fused", [True, False])
-@pytest.mark.parametrize("T,B,I,H,lens,rev", [(1, 1, 1, 1, False, False), (4, 13, 7, 37, True, False),
-                                               (3, 20, 1, 45, True, True), (5, 14, 33, 17, False, True),
-                                               (2, 7, 5, 257, False, False)])
-def test_forward_paths_match_reference(isa, fused, T, B, I, H, lens, rev, native, core, rng):
-    """Both forward paths (input projection fused into the recurrent tile, or one merged GEMM)
-    are forced on every ISA, inference and training, threads 1 and 3."""
+@pytest.mark.parametrize("split", ["rows", "units"])
+@pytest.mark.parametrize("T,B,I,H,lens,rev,parallel", [
+    (1, 1, 1, 1, False, False, False), (4, 13, 7, 50, True, False, True), (3, 20, 1, 45, True, True, True),
+    (5, 14, 33, 17, False, True, False), (2, 7, 5, 257, False, False, True), (6, 16, 3, 47, True, False, True)])
+def test_forward_paths_match_reference(isa, fused, split, T, B, I, H, lens, rev, parallel, native, core, rng):
+    """Every loop variant is forced on every ISA, inference and training, threads 1 and 3: the
+    input projection fused into the recurrent tile or one merged GEMM; threads splitting the
+    batch rows (no barrier) or the hidden units. `parallel`: the step is big enough for threads."""
     if isa not in core.supported_isas():
         pytest.skip(f"this CPU cannot run the {isa} path")
+    old_split = core._set_split(split)
+    try:
+        _check_forward_paths(isa, fused, split, T, B, I, H, lens, rev, parallel, native, core, rng)
+    finally:
+        core._set_split(old_split)
+
+
+def _check_forward_paths(isa, fused, split, T, B, I, H, lens, rev, parallel, native, core, rng):
     args = random_problem(rng, T, B, I, H, dtype=np.float32, scale=0.6, state=True)
     lengths = random_lengths(rng, T, B) if lens else None
     a64 = [a.astype(np.float64) for a in args]
@@ -120,9 +130,11 @@ def test_forward_paths_match_reference(isa, fused, T, B, I, H, lens, rev, native
                     y, hT, cT, tape = fastlstm.lstm_forward(*args, lengths, reverse=rev, training=training,
                                                             backend="native")
                     assert core._last_fused() is fused and native.last_isa() == isa
+                    assert core._last_split() == (split if parallel and threads > 1 else "serial")
                     for got, want in ((y, yr), (hT, hr), (cT, cr)):
                         assert np.all(np.abs(got - want) <= 2e-5 + 1e-5 * np.abs(want))
                 grads = fastlstm.lstm_backward(dy, None, None, tape)
+                assert core._last_split() == (split if parallel and threads > 1 else "serial")
             for g, w in zip(grads, gr):
                 assert np.abs(g - w).max() <= 1e-4 * max(np.abs(w).max(), 1e-30)
     finally:
