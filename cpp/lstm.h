@@ -4,12 +4,42 @@
 // float32. Gate order i, f, g, o. lengths may be null (every row has T steps).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
+#include <new>
 #include <vector>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 namespace fastlstm {
+
+// Float buffers, uninitialised. Big ones are 2 MB-aligned and advised as transparent huge
+// pages: a fresh 80 MB training workspace otherwise costs ~20k page faults, and the GEMMs'
+// strided reads of dZ miss the TLB on every k.
+struct FreeDeleter {
+  void operator()(float* p) const noexcept { std::free(p); }
+};
+using fbuf = std::unique_ptr<float[], FreeDeleter>;
+inline fbuf alloc_floats(size_t n) {
+  constexpr size_t kHuge = size_t(2) << 20;
+  size_t bytes = std::max<size_t>(n, 1) * sizeof(float);
+  void* p;
+  if (bytes >= 2 * kHuge) {
+    bytes = (bytes + kHuge - 1) / kHuge * kHuge;
+    p = std::aligned_alloc(kHuge, bytes);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (p) madvise(p, bytes, MADV_HUGEPAGE);  // a hint: without THP it is a no-op
+#endif
+  } else {
+    p = std::malloc(bytes);
+  }
+  if (!p) throw std::bad_alloc();
+  return fbuf(static_cast<float*>(p));
+}
 
 // What forward keeps for backward (training), in the kernel's internal layout: rows sorted by
 // length (perm), compact step order (only the real steps of every step s: Bs[s] rows at
@@ -22,10 +52,10 @@ struct Workspace {
   std::vector<int> Bs;          // active rows at step s (non-increasing)
   std::vector<long> off;        // first compact row of step s; off[Teff] = Nact
   std::vector<long> src;        // compact row n -> row t·B + b of x / y
-  std::unique_ptr<float[]> gates;  // (Nact, 4Hp) activated i, f, g, o, interleaved per panel
-  std::unique_ptr<float[]> c;      // (Nact, Hp) c_t after each real step
-  std::unique_ptr<float[]> hprev;  // (Nact + B, ldh) h_{t-1} before each real step
-  std::unique_ptr<float[]> c0;     // (B, Hp) initial cell state, internal row order
+  fbuf gates;                      // (Nact, 4Hp) activated i, f, g, o, interleaved per panel
+  fbuf c;                          // (Nact, Hp) c_t after each real step
+  fbuf hprev;                      // (Nact + B, ldh) h_{t-1} before each real step
+  fbuf c0;                         // (B, Hp) initial cell state, internal row order
   const char* isa = "";            // the ISA that ran forward; backward runs the same one
   size_t nbytes() const {
     size_t N = off.empty() ? 0 : (size_t)off.back();

@@ -8,8 +8,8 @@
 //             recurrent tile: z = Zx + h_{t-1}·W_hhᵀ accumulated in registers, activations and
 //             the cell update in the tile's epilogue (no z round-trip through memory). With
 //             many rows per step the tile computes b + x_t·W_ihᵀ itself (see fuse_input).
-//   backward: per step only the elementwise dz and dh_{t-1} = dz·W_hh; after the loop three
-//             merged GEMMs over all real steps: dX = dZ·W_ih, dW_ih = dZᵀ·X, dW_hh = dZᵀ·H_prev.
+//   backward: per step only the elementwise dz and dh_{t-1} = dz·W_hh; after the loop two
+//             merged GEMMs over all real steps: dX = dZ·W_ih and [dW_ih | dW_hh] = dZᵀ·[X | H_prev].
 //
 // T = time steps, B = batch, I = input, H = hidden; W = floats per vector, U = W hidden units
 // per panel, Hp = H rounded up to 2W (padded units have zero weights and stay exactly 0).
@@ -53,13 +53,12 @@ constexpr int KC = 1024;           // K block of the big GEMMs (measured: larger
 constexpr int MC = 48 * MR4;        // M block of the big GEMMs
 constexpr int KCS = 256;           // K block of the per-step backward GEMM: its W_hh slice stays in L1/L2
 
-using fbuf = std::unique_ptr<float[]>;
-inline fbuf alloc(size_t n) { return fbuf(new float[n ? n : 1]); }  // uninitialised on purpose
+inline fbuf alloc(size_t n) { return alloc_floats(n); }  // uninitialised on purpose
 
 // Per-thread scratch reused across calls (grows, never shrinks; release_scratch() frees it).
 // Fresh multi-megabyte buffers cost a page fault per page, the kernel zeroing each one: about
 // a third of the weight-packing time of a large layer before this.
-enum Slot { S_PACK, S_ZX, S_XC, S_C, S_H, S_WHHB, S_DZ, S_DH, S_DC, S_WIHB, S_DXC, S_XB, S_HB, S_DWI, S_DWH,
+enum Slot { S_PACK, S_ZX, S_XC, S_C, S_H, S_WHHB, S_DZ, S_DH, S_DC, S_WIHB, S_DXC, S_XB, S_DWI,
             S_AP, S_GEMMB, S_STEP, NSLOTS };
 struct ScratchBuf {
   fbuf p;
@@ -364,27 +363,36 @@ static bool fuse_input(long rows, long I, long Hp) {
   return rows >= 2L * MR4 && (weight_bytes <= 16e6 || 3 * rows >= I);
 }
 
-// Row ranges per thread [r[t], r[t+1]) with near-equal real steps, when splitting the batch
-// beats splitting the hidden units; empty otherwise. A row split needs no barrier (a row's
-// recurrence never reads another row), but every thread streams all the weights each step
-// and gets fewer rows per register tile: used with 8+ rows per thread and weights within
-// 16 MB. Measured, 2 threads, rows vs units: (100,16,128,128) forward -17%, training -13%;
-// (100,64,256,256) -4% / -8%; (100,32,512,512) -1%.
-static std::vector<long> row_split(const Order& o, int nth, double weight_bytes) {
+// Whether threads split the batch rows rather than the hidden units. A row split needs no
+// barrier (a row's recurrence never reads another row), but every thread streams all the
+// weights each step and gets fewer rows per register tile: used with 8+ rows per thread and
+// weights within 16 MB. Measured, 2 threads, rows vs units: (100,16,128,128) forward -17%,
+// training -13%; (100,64,256,256) -4% / -8%; (100,32,512,512) -1%. Ragged lengths keep the
+// units split: rows end one by one, and a thread left with a few short rows runs thin tiles
+// while the other works ((100,32,512,512), lengths uniform in 1..T: +12% with rows).
+static bool split_rows(const Order& o, int nth, double weight_bytes) {
   const long B = (long)o.len.size();
   const int policy = g_split.load(std::memory_order_relaxed);
-  bool rows = policy == 1 ? B >= nth : policy == 0 && B >= 8L * nth && weight_bytes <= 16e6;
+  const bool ragged = !o.Bs.empty() && o.Bs.front() != o.Bs.back();
+  const bool rows = nth > 1 && (policy == 1 ? B >= nth
+                                            : policy == 0 && B >= 8L * nth && weight_bytes <= 16e6 && !ragged);
   g_last_split.store(nth <= 1 ? 0 : rows ? 1 : 2, std::memory_order_relaxed);
-  if (nth <= 1 || !rows) return {};
-  std::vector<long> r(nth + 1, B);
-  r[0] = 0;
-  const long total = o.nact();
-  long acc = 0, t = 1;
-  for (long j = 0; j < B && t < nth; ++j) {
-    acc += o.len[j];
-    if (acc * nth >= total * t) r[t++] = j + 1;
-  }
-  return r;
+  return rows;
+}
+
+// Rows [r0, r1) of part i of `parts`: contiguous, with near-equal real steps.
+static void row_range(const Order& o, int parts, int i, long* r0, long* r1) {
+  const long B = (long)o.len.size(), total = o.nact();
+  auto bound = [&](int t) -> long {  // first row after part t-1
+    if (t <= 0) return 0;
+    if (t >= parts) return B;
+    long acc = 0;
+    for (long j = 0; j < B; ++j)
+      if ((acc += o.len[j]) * parts >= total * t) return j + 1;
+    return B;
+  };
+  *r0 = bound(i);
+  *r1 = bound(i + 1);
 }
 
 // Gather rows src[n] of a (·, cols) matrix into a compact (N, cols) one.
@@ -519,11 +527,11 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
   const int nth = loop_threads(a.threads, B, Hp);
   // Threads split the batch rows (independent for the whole sequence: no barrier at all) or
   // the hidden units (a barrier per step: every unit needs all of h_{t-1}).
-  std::vector<long> rsplit = row_split(o, nth, 4.0 * ((fuse ? I : 0) + Hp) * G);  // weights read per step
-  parallel_run(nth, [&](int tid, Team& team) {
+  const bool by_rows = split_rows(o, nth, 4.0 * ((fuse ? I : 0) + Hp) * G);  // weights read per step
+  parallel_run(nth, [&](int tid, Team& team) {  // the team may be smaller than nth (busy pool)
     long u0 = 0, u1 = Hp, r0 = 0, r1 = B;
-    if (rsplit.empty()) split_range(Hp, team.size(), tid, 2 * W, &u0, &u1);
-    else r0 = rsplit[tid], r1 = rsplit[tid + 1];
+    if (by_rows) row_range(o, team.size(), tid, &r0, &r1);
+    else split_range(Hp, team.size(), tid, 2 * W, &u0, &u1);
     for (int s = 0; s < Teff; ++s) {
       const long r1s = std::min<long>(r1, o.Bs[s]);  // rows are sorted longest first
       if (r1s <= r0) break;
@@ -554,7 +562,7 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
         const long p = (s & 1) ? p0 + np - 1 - i : p0 + i;
         for_tiles<MR4>((int)(r1s - r0), [&]<int M>(int r) { fwd_tile<M>(st, p, r0 + r); });
       }
-      if (rsplit.empty()) team.barrier();
+      if (!by_rows) team.barrier();
     }
   });
 
@@ -624,7 +632,7 @@ static void lstm_step(const Packed& P, const float* x, float* h, float* c, int B
 // ---------------------------------------------------------------------------------------------
 // Backward. Per step: the elementwise part, then dh_{t-1} = dz·W_hh. Threads split the rows
 // (no barrier) or the units: elementwise for this thread's units, a barrier, then this
-// thread's columns of dh_{t-1} over all rows of the step (row_split decides, as in forward).
+// thread's columns of dh_{t-1} over all rows of the step (split_rows decides, as in forward).
 static void lstm_backward(const BackwardArgs& a) {
   const Workspace& ws = *a.ws;
   const int T = ws.T, B = ws.B, I = ws.I, H = ws.H, Hp = ws.Hp;
@@ -651,15 +659,16 @@ static void lstm_backward(const BackwardArgs& a) {
   }
 
   const int nth = loop_threads(a.threads, B, Hp);
-  Order o;  // the forward's order, for row_split
+  Order o;  // the forward's order, for split_rows / row_range
   o.len.resize(B);
   for (int j = 0; j < B; ++j) o.len[j] = (int)std::count_if(ws.Bs.begin(), ws.Bs.end(), [&](int n) { return n > j; });
   o.off = ws.off;
-  std::vector<long> rsplit = row_split(o, nth, 4.0 * G * Hp);
-  parallel_run(nth, [&](int tid, Team& team) {
+  o.Bs = ws.Bs;
+  const bool by_rows = split_rows(o, nth, 4.0 * G * Hp);
+  parallel_run(nth, [&](int tid, Team& team) {  // the team may be smaller than nth (busy pool)
     long u0 = 0, u1 = Hp, r0 = 0, r1 = B;
-    if (rsplit.empty()) split_range(Hp, team.size(), tid, 2 * W, &u0, &u1);
-    else r0 = rsplit[tid], r1 = rsplit[tid + 1];
+    if (by_rows) row_range(o, team.size(), tid, &r0, &r1);
+    else split_range(Hp, team.size(), tid, 2 * W, &u0, &u1);
     for (int s = Teff - 1; s >= 0; --s) {
       const long j0 = r0, j1 = std::min<long>(r1, ws.Bs[s]);  // this thread's rows of the step
       if (j1 <= j0) continue;
@@ -695,7 +704,7 @@ static void lstm_backward(const BackwardArgs& a) {
           store(dz + 3 * W, mul(mul(d_o, o), sub(one, o)));
         }
       }
-      if (rsplit.empty()) team.barrier();  // a units split needs every unit's dz
+      if (!by_rows) team.barrier();  // a units split needs every unit's dz
       // dh_{t-1}[rows, u0:u1] = dz · W_hh[:, u0:u1]   (z_t = ... + h_{t-1}·W_hhᵀ)
       // K-blocked so a KCS × 2W slice of W_hh stays in L1 across all row tiles of the step
       const float* dzs = dZ + n0 * ldz;
@@ -754,15 +763,16 @@ static void lstm_backward(const BackwardArgs& a) {
       gather_rows(a.x, I, ws.src, Xc);
       X = Xc;
     }
+    // one GEMM for both: B = [X | H_prev] (each padded to whole panels), so dZᵀ is packed once
     long pI = (I + 4 * W - 1) / (4 * W) * 4 * W, pH = (H + 4 * W - 1) / (4 * W) * 4 * W;
-    float* Xb = scratch(S_XB, (size_t)std::max<long>(N, 1) * pI);
-    float* Hb = scratch(S_HB, (size_t)std::max<long>(N, 1) * pH);
-    pack_rows(X, I, N, I, I, nullptr, 4 * W, Xb, a.threads);
-    pack_rows(ws.hprev.get(), ws.ldh, N, H, H, nullptr, 4 * W, Hb, a.threads);
-    float* dWi = scratch(S_DWI, (size_t)G * I);
-    float* dWh = scratch(S_DWH, (size_t)G * H);
-    Gemm4::run(G, I, N, dZ, 1, ldz, Xb, dWi, I, nullptr, false, a.threads);
-    Gemm4::run(G, H, N, dZ, 1, ldz, Hb, dWh, H, nullptr, false, a.threads);
+    float* XHb = scratch(S_XB, (size_t)std::max<long>(N, 1) * (pI + pH));
+    pack_rows(X, I, N, I, I, nullptr, 4 * W, XHb, a.threads);
+    pack_rows(ws.hprev.get(), ws.ldh, N, H, H, nullptr, 4 * W, XHb + (size_t)N * pI, a.threads);
+    float* dWc = scratch(S_DWI, (size_t)G * (pI + pH));  // (G, pI + pH): dW_ih | dW_hh
+    Gemm4::run(G, pI + pH, N, dZ, 1, ldz, XHb, dWc, pI + pH, nullptr, false, a.threads);
+    const float* dWi = dWc;
+    const float* dWh = dWc + pI;
+    const long ldw = pI + pH;
     std::vector<float> dbp(G, 0.f);
     for (long n = 0; n < N; ++n) {
       const float* z = dZ + n * ldz;
@@ -770,8 +780,8 @@ static void lstm_backward(const BackwardArgs& a) {
     }
     for (long r = 0; r < G; ++r) {
       if (rows[r] < 0) continue;
-      std::memcpy(a.dW_ih + (long)rows[r] * I, dWi + r * I, sizeof(float) * I);
-      std::memcpy(a.dW_hh + (long)rows[r] * H, dWh + r * H, sizeof(float) * H);
+      std::memcpy(a.dW_ih + (long)rows[r] * I, dWi + r * ldw, sizeof(float) * I);
+      std::memcpy(a.dW_hh + (long)rows[r] * H, dWh + r * ldw, sizeof(float) * H);
       a.db[rows[r]] = dbp[r];
     }
   }

@@ -168,26 +168,43 @@ def test_set_num_threads_rejects_zero():
         fastlstm.set_num_threads(0)
 
 
-def test_concurrent_calls_from_python_threads(native, rng):
-    """Several Python threads at once (the GIL is released): every result is still right."""
-    problems = [random_problem(rng, 6, 4, 5, 33, dtype=np.float32) for _ in range(6)]
-    wants = [ref.lstm_forward(*[a.astype(np.float64) for a in p], None, False, False)[0] for p in problems]
+@pytest.mark.parametrize("split", ["rows", "units"])
+def test_concurrent_calls_from_python_threads(split, native, core, rng):
+    """Several Python threads at once (the GIL is released): the callers that find the thread
+    team busy run serially, with the work split for one thread; every result is still right."""
+    problems = [random_problem(rng, 6, 16, 5, 64, dtype=np.float32) for _ in range(6)]
+    a64 = [[a.astype(np.float64) for a in p] for p in problems]
+    wants = []
+    for p in a64:
+        y, hT, cT, ws = ref.lstm_forward(*p, None, False, True)
+        g = ref.lstm_backward(np.ones_like(y), np.zeros_like(hT), np.zeros_like(cT), ws, p[0], p[1], p[2], p[4], p[5])
+        wants.append((y, g))
     errors = []
 
     def work(k):
         try:
-            for _ in range(20):
+            for _ in range(10):
                 y, _, _, tape = fastlstm.lstm_forward(*problems[k], training=True, backend="native")
-                fastlstm.lstm_backward(np.ones_like(y), None, None, tape)
-                np.testing.assert_allclose(y, wants[k], atol=2e-5, rtol=1e-5)
+                grads = fastlstm.lstm_backward(np.ones_like(y), None, None, tape)
+                np.testing.assert_allclose(y, wants[k][0], atol=2e-5, rtol=1e-5)
+                for got, want in zip(grads, wants[k][1]):
+                    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
         except Exception as e:  # reported below; an exception in a thread is otherwise lost
             errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(problems))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    old_split, old_threads = core._set_split(split), fastlstm.get_num_threads()
+    try:
+        fastlstm.set_num_threads(2)
+        fastlstm.lstm_forward(*problems[0], backend="native")
+        assert core._last_split() == split  # this size splits over threads when the team is free
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(len(problems))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        core._set_split(old_split)
+        fastlstm.set_num_threads(old_threads)
     assert not errors, errors
 
 
