@@ -1,7 +1,6 @@
 // dispatch.cpp: the kernel tables compiled into this build, and which one runs.
 // The best ISA the CPU supports is chosen at load; FASTLSTM_ISA=generic|avx2|avx512 (or
 // set_isa from Python) forces a lower one, e.g. so tests cover every path this CPU executes.
-#include <cstdlib>
 #include <cstring>
 
 #include "cpu_features.h"
@@ -23,15 +22,10 @@ std::vector<const KernelTable*> compiled_tables() {
 #endif
 }
 
-std::atomic<long> g_fuse_rows{[] {
-  const char* e = std::getenv("FASTLSTM_FUSE_ROWS");
-  return e && *e ? std::atol(e) : -1L;
-}()};
+// set from Python (fastlstm.backends.native reads FASTLSTM_FUSE_ROWS / FASTLSTM_SPLIT)
+std::atomic<long> g_fuse_rows{-1};
 std::atomic<bool> g_last_fused{false};
-std::atomic<int> g_split{[] {
-  const char* e = std::getenv("FASTLSTM_SPLIT");
-  return !e ? 0 : !std::strcmp(e, "rows") ? 1 : !std::strcmp(e, "units") ? 2 : 0;
-}()};
+std::atomic<int> g_split{0};
 std::atomic<int> g_last_split{0};
 
 static bool runnable(const KernelTable* t) {

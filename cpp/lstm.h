@@ -111,14 +111,14 @@ struct KernelTable {
   void (*release_scratch)();                         // free this thread's scratch buffers
 };
 
-// Forward path policy (dispatch.cpp): fuse the input projection into the recurrent tile when a
-// step has at least fuse_rows rows; -1 = the kernels' own rule (FASTLSTM_FUSE_ROWS sets it at
-// load). last_fused records what the last forward did, so tests can prove which path ran.
+// Loop policies (dispatch.cpp; set from Python, FASTLSTM_FUSE_ROWS / FASTLSTM_SPLIT at import).
+// fuse_rows: fuse the input projection into the recurrent tile when a step has at least that
+// many rows; -1 = the kernels' own rule. last_fused: what the last forward did, so tests can
+// prove which path ran. split: how the recurrent loops share work over threads, 0 = the
+// kernels' rule, 1 = batch rows, 2 = hidden units; last_split: 1 or 2 as the last forward or
+// backward loop ran on more than one thread, else 0.
 extern std::atomic<long> g_fuse_rows;
 extern std::atomic<bool> g_last_fused;
-// How the recurrent loops split work over threads: 0 = the kernels' rule, 1 = batch rows,
-// 2 = hidden units (FASTLSTM_SPLIT=rows|units at load). last_split: 1 or 2 as the last
-// forward/backward loop ran with more than one thread, else 0.
 extern std::atomic<int> g_split;
 extern std::atomic<int> g_last_split;
 

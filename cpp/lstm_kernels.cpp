@@ -541,7 +541,7 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
       st.Wip = Wih_p; st.bias = bias;
       if (training) {
         st.hprev = hbuf + o.off[s] * ldh;
-        st.hnext = hbuf + o.off[s + 1] * ldh;  // rows past Bs[s+1] spill into later blocks
+        st.hnext = hbuf + o.off[s + 1] * ldh;  // the next step's block: its Bs[s+1] rows
         st.cout = Cn.get() + o.off[s] * Hp;
         st.rows_next = s + 1 < Teff ? o.Bs[s + 1] : 0;
       } else {

@@ -78,6 +78,25 @@ if _forced_isa:
     except ValueError as e:  # not ImportError: a forced ISA must fail loudly, never fall back
         raise RuntimeError(f"FASTLSTM_ISA={_forced_isa!r}: {e}") from None
 
+# Loop variants, for measurements: FASTLSTM_SPLIT=auto|rows|units (how the recurrent loops share
+# work over threads), FASTLSTM_FUSE_ROWS=N (fuse the input projection into the recurrent tile
+# when a step has >= N rows; -1 = the kernels' rule). Bad values fail loudly, like FASTLSTM_ISA.
+_split = os.environ.get("FASTLSTM_SPLIT", "").strip()
+if _split:
+    try:
+        _core._set_split(_split)
+    except ValueError as e:
+        raise RuntimeError(f"FASTLSTM_SPLIT={_split!r}: {e}") from None
+_fuse_rows = os.environ.get("FASTLSTM_FUSE_ROWS", "").strip()
+if _fuse_rows:
+    try:
+        _n = int(_fuse_rows)
+        if _n < -1:
+            raise ValueError
+    except ValueError:
+        raise RuntimeError(f"FASTLSTM_FUSE_ROWS={_fuse_rows!r}: expected an integer >= -1") from None
+    _core._set_fuse_rows(_n)
+
 from .._config import get_num_threads as _threads  # noqa: E402  (after _core imported OK)
 
 _core.set_num_threads(_threads())
