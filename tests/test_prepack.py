@@ -75,3 +75,56 @@ def test_native_cell_checks_its_own_arguments(rng):
         cell.forward(x.astype(np.float64), h0, c0, None, False)
     with pytest.raises(ValueError, match="lengths"):
         cell.forward(x, h0, c0, np.array([0, 1, 9]), False)
+
+
+# ---- LSTM.prepack(): the whole stack ----
+
+@pytest.mark.parametrize("name", KERNEL_VARIANTS + ["reference"])
+@pytest.mark.parametrize("layers,bidir,batch_first", [(1, False, False), (2, True, True), (3, False, True)])
+def test_prepacked_stack_matches_the_reference_stack(name, layers, bidir, batch_first, rng):
+    T, B, I, H = 6, 3, 5, 11
+    lengths, hx_given = [6, 2, 4], bidir
+    with variant(name) as mod:
+        m = fastlstm.LSTM(I, H, layers, bidirectional=bidir, batch_first=batch_first, seed=3, backend=mod.NAME)
+        model = m.prepack()
+        assert model.backend_name == mod.NAME
+        D = 2 if bidir else 1
+        x = rng.standard_normal((B, T, I) if batch_first else (T, B, I)).astype(np.float32)
+        hx = tuple(rng.standard_normal((layers * D, B, H)).astype(np.float32) for _ in range(2)) if hx_given else None
+        y, (hn, cn) = model(x, hx, lengths=lengths)
+        if hasattr(mod, "last_isa"):
+            assert mod.last_isa() == name.partition(":")[2]
+        ym, (hm, cm) = m(x, hx, lengths=lengths)  # the same backend, weights packed per call
+    r = fastlstm.LSTM(I, H, layers, bidirectional=bidir, batch_first=batch_first, dtype=np.float64, backend="reference")
+    r.load_state_dict(m.state_dict())
+    yr, (hr, cr) = r(x.astype(np.float64), None if hx is None else tuple(a.astype(np.float64) for a in hx),
+                     lengths=lengths)
+    for got, want in ((y, yr), (hn, hr), (cn, cr)):
+        assert got.shape == want.shape and got.dtype == np.float32
+        assert np.all(np.abs(got - want) <= 2e-5 + 1e-5 * np.abs(want))
+    for got, want in ((y, ym), (hn, hm), (cn, cm)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_prepacked_stack_is_a_snapshot_and_checks_its_input(rng):
+    m = fastlstm.LSTM(4, 6, 2, bidirectional=True, seed=1)
+    model = m.prepack()
+    x = rng.standard_normal((5, 3, 4)).astype(np.float32)
+    y0 = model(x)[0]
+    for p in m.params.values():
+        p += 1.0
+    np.testing.assert_array_equal(model(x)[0], y0)
+    assert not np.array_equal(m(x)[0], y0)
+    with pytest.raises(ValueError, match="input_size = 4"):
+        model(x[:, :, :3])
+    with pytest.raises(ValueError, match=r"h0 must have shape \(num_layers·D, B, H\) = \(4, 3, 6\)"):
+        model(x, (np.zeros((2, 3, 6), np.float32), np.zeros((4, 3, 6), np.float32)))
+    with pytest.raises(TypeError, match="dtype float64"):
+        model(x.astype(np.float64))
+    with pytest.raises(ValueError, match="lengths"):
+        model(x, lengths=[1, 2, 9])
+    with pytest.raises(ValueError, match="B >= 1"):
+        model(x[:, :0])
+    with pytest.raises(ValueError, match="x contains NaN or Inf"):
+        model(np.where(x > 1, np.nan, x).astype(np.float32), check_finite=True)
+    assert np.isnan(model(np.full_like(x, np.nan))[0]).all()  # the default policy: NaN propagates

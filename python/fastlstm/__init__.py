@@ -2,7 +2,7 @@
 
 Kernel API (one layer, one direction, time-major):  lstm_forward / lstm_backward
 Stacked / bidirectional functional API:           lstm / lstm_grad
-Layer with parameters (torch.nn.LSTM layout):     LSTM
+Layer with parameters (torch.nn.LSTM layout):     LSTM (LSTM.prepack() for inference)
 Packed weights for repeated inference:            prepack
 Streaming, one step per call:                     stepper
 Backends: native (C++ SIMD) -> numba -> reference (NumPy, the spec); see show_config().
@@ -17,12 +17,12 @@ from ._config import config, get_num_threads, set_num_threads, show_config
 from .backends import BackendUnavailable, set_backend
 from .core import Prepacked, Tape, lstm_backward, lstm_forward, prepack, stepper
 from .functional import StackTape, lstm, lstm_grad
-from .layers import LSTM
+from .layers import LSTM, PrepackedLSTM
 
 backends.active()  # choose at import: FASTLSTM_BACKEND forces one and fails loudly
 
 __all__ = [
     "__version__", "backends", "BackendUnavailable", "set_backend", "config", "show_config",
     "set_num_threads", "get_num_threads", "lstm_forward", "lstm_backward", "Tape",
-    "lstm", "lstm_grad", "StackTape", "LSTM", "prepack", "Prepacked", "stepper",
+    "lstm", "lstm_grad", "StackTape", "LSTM", "PrepackedLSTM", "prepack", "Prepacked", "stepper",
 ]

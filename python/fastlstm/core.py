@@ -112,6 +112,13 @@ class Prepacked:
         return self.backend.lstm_forward(x, self._W_ih, self._W_hh, self._b, h0, c0, lengths, bool(reverse),
                                          False)[:3]
 
+    def _forward_validated(self, x, h0, c0, lengths, reverse):
+        """forward() for arguments a caller has validated already (x of this dtype, C-contiguous;
+        h0/c0 arrays; lengths normalised): no Python checks — the extension checks shapes again."""
+        if self._cell is not None:
+            return self._cell.forward(x, h0, c0, lengths, reverse)
+        return self.backend.lstm_forward(x, self._W_ih, self._W_hh, self._b, h0, c0, lengths, reverse, False)[:3]
+
     def step(self, x, h, c):
         """One time step, x (B, I); h and c (B, H) are updated in place; returns h."""
         x = _validate.as_float_array("x", x, self._W_hh.dtype)

@@ -52,52 +52,67 @@ def _bias_sum(b_ih, b_hh, H, dtype):
     return b
 
 
-def lstm(x, weights, h0=None, c0=None, lengths=None, *, bidirectional=False, batch_first=False,
-         training=False, backend=None, check_finite=None):
-    """Multi-layer (bidirectional) LSTM. Returns y, h_n, c_n, tape (None unless training)."""
-    x = _validate.as_float_array("x", x)
+def _inputs(x, h0, c0, batch_first, L, D, H, dtype=None):
+    """Validated time-major x (T, B, I) and h0/c0 (L·D, B, H) or None."""
+    x = _validate.as_float_array("x", x, dtype)
     if x.ndim != 3:
         raise ValueError(f"x must be 3-d ({'B, T, I' if batch_first else 'T, B, I'}), got shape {x.shape}")
     if batch_first:
         x = np.ascontiguousarray(x.transpose(1, 0, 2))
-    T, B, I = x.shape
-    D = 2 if bidirectional else 1
-    weights = _check_weights(weights, D, I)
-    L = len(weights) // D
-    H = np.shape(weights[0][1])[-1] if np.ndim(weights[0][1]) == 2 else None
-    if H is None:
-        raise ValueError(f"weights[0][1] (W_hh) must be 2-d (4H, H), got shape {np.shape(weights[0][1])}")
+    B = x.shape[1]
     if h0 is not None:
         h0 = _validate.as_float_array("h0", h0, x.dtype)
         _validate.check_shape("h0", h0, (L * D, B, H), "(num_layers·D, B, H)")
     if c0 is not None:
         c0 = _validate.as_float_array("c0", c0, x.dtype)
         _validate.check_shape("c0", c0, (L * D, B, H), "(num_layers·D, B, H)")
+    return x, h0, c0
 
-    tapes, hs, cs, has_bias = [], [], [], []
+
+def _stack(x, h0, c0, L, D, batch_first, run):
+    """Layers bottom-up, directions side by side: run(k, inp, h0_k, c0_k, reverse) -> (y, hT, cT,
+    extra) is one layer·direction k = l·D + d. Returns y, h_n, c_n and the extras."""
+    hs, cs, extras = [], [], []
     inp = x
     for l in range(L):
         outs = []
         for d in range(D):
             k = l * D + d
-            W_ih, W_hh, b_ih, b_hh = weights[k]
-            W_hh_arr = _validate.as_float_array(f"weights[{k}] W_hh", W_hh, x.dtype)
-            b = _bias_sum(b_ih, b_hh, W_hh_arr.shape[1] if W_hh_arr.ndim == 2 else H, x.dtype)
-            y, hT, cT, tape = core.lstm_forward(
-                inp, W_ih, W_hh_arr, b,
-                None if h0 is None else h0[k], None if c0 is None else c0[k], lengths,
-                reverse=(d == 1), training=training, backend=backend, check_finite=check_finite)
+            y, hT, cT, extra = run(k, inp, None if h0 is None else h0[k], None if c0 is None else c0[k], d == 1)
             outs.append(y)
             hs.append(hT)
             cs.append(cT)
-            tapes.append(tape)
-            has_bias.append((b_ih is not None, b_hh is not None))
+            extras.append(extra)
         inp = outs[0] if D == 1 else np.concatenate(outs, axis=2)
     y = inp
     if batch_first:
         y = np.ascontiguousarray(y.transpose(1, 0, 2))
+    return y, np.stack(hs), np.stack(cs), extras
+
+
+def lstm(x, weights, h0=None, c0=None, lengths=None, *, bidirectional=False, batch_first=False,
+         training=False, backend=None, check_finite=None):
+    """Multi-layer (bidirectional) LSTM. Returns y, h_n, c_n, tape (None unless training)."""
+    D = 2 if bidirectional else 1
+    I = np.shape(x)[-1] if np.ndim(x) == 3 else None
+    weights = _check_weights(weights, D, I)
+    L = len(weights) // D
+    H = np.shape(weights[0][1])[-1] if np.ndim(weights[0][1]) == 2 else None
+    if H is None:
+        raise ValueError(f"weights[0][1] (W_hh) must be 2-d (4H, H), got shape {np.shape(weights[0][1])}")
+    x, h0, c0 = _inputs(x, h0, c0, batch_first, L, D, H)
+
+    def run(k, inp, h0_k, c0_k, reverse):
+        W_ih, W_hh, b_ih, b_hh = weights[k]
+        W_hh_arr = _validate.as_float_array(f"weights[{k}] W_hh", W_hh, x.dtype)
+        b = _bias_sum(b_ih, b_hh, W_hh_arr.shape[1] if W_hh_arr.ndim == 2 else H, x.dtype)
+        return core.lstm_forward(inp, W_ih, W_hh_arr, b, h0_k, c0_k, lengths, reverse=reverse,
+                                 training=training, backend=backend, check_finite=check_finite)
+
+    y, h_n, c_n, tapes = _stack(x, h0, c0, L, D, batch_first, run)
+    has_bias = [(w[2] is not None, w[3] is not None) for w in weights]
     tape = StackTape(tapes, L, D, batch_first, has_bias) if training else None
-    return y, np.stack(hs), np.stack(cs), tape
+    return y, h_n, c_n, tape
 
 
 def lstm_grad(dy, dh_n, dc_n, tape: StackTape):

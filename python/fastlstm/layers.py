@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import functional
+from . import _validate, core, functional
 
 
 class LSTM:
@@ -89,6 +89,12 @@ class LSTM:
         self._tape = None
         return dx, (dh0, dc0)
 
+    def prepack(self) -> PrepackedLSTM:
+        """An inference-only snapshot with every layer's weights packed once (fastlstm.prepack):
+        the same call as forward() minus training, without the per-call packing and with one
+        validation per call instead of one per layer and direction."""
+        return PrepackedLSTM(self)
+
     def zero_grad(self):
         for g in self.grads.values():
             g[...] = 0
@@ -107,3 +113,58 @@ class LSTM:
             if arr.shape != self.params[k].shape:
                 raise ValueError(f"{k}: expected shape {self.params[k].shape}, got {arr.shape}")
             self.params[k] = np.ascontiguousarray(arr, dtype=self.dtype)
+
+
+class PrepackedLSTM:
+    """LSTM.prepack(): inference with the weights of every layer and direction packed once.
+
+    A snapshot: later changes to the LSTM's parameters do not reach it; prepack again after
+    a weight update.
+
+    >>> model = lstm.prepack()
+    >>> y, (h_n, c_n) = model(x, lengths=lengths)      # as lstm(x, lengths=lengths)
+    """
+
+    def __init__(self, lstm: LSTM):
+        self.input_size, self.hidden_size, self.num_layers = lstm.input_size, lstm.hidden_size, lstm.num_layers
+        self.bidirectional, self.batch_first, self.dtype = lstm.bidirectional, lstm.batch_first, lstm.dtype
+        H = self.hidden_size
+        self.cells = [core.prepack(W_ih, W_hh, functional._bias_sum(b_ih, b_hh, H, self.dtype), backend=lstm.backend)
+                      for W_ih, W_hh, b_ih, b_hh in lstm.weights()]
+
+    @property
+    def backend_name(self) -> str:
+        return self.cells[0].backend_name
+
+    def __call__(self, x, hx=None, lengths=None, *, check_finite=None):
+        return self.forward(x, hx, lengths, check_finite=check_finite)
+
+    def forward(self, x, hx=None, lengths=None, *, check_finite=None):
+        """x (T,B,I) or (B,T,I) with batch_first; hx = (h0, c0) each (L·D, B, H) or None.
+        Returns y, (h_n, c_n)."""
+        h0, c0 = (None, None) if hx is None else hx
+        L, D, H = self.num_layers, 2 if self.bidirectional else 1, self.hidden_size
+        x, h0, c0 = functional._inputs(x, h0, c0, self.batch_first, L, D, H, self.dtype)
+        T, B, I = x.shape
+        if T == 0 or B == 0:
+            raise ValueError(f"x needs T >= 1 time steps and B >= 1 rows, got (T, B) = ({T}, {B})")
+        if I != self.input_size:
+            raise ValueError(f"x must have I = input_size = {self.input_size} features, got {I}")
+        lengths = _validate.as_lengths(lengths, T, B)
+        if check_finite is None:
+            check_finite = _validate._env_check_finite()
+        if check_finite:
+            mask = None if lengths is None else np.arange(T)[:, None] < lengths[None, :]
+            _validate.check_finite("x", x, mask)
+            for name, a in (("h0", h0), ("c0", c0)):
+                if a is not None:
+                    _validate.check_finite(name, a)
+        zeros = np.zeros((B, H), self.dtype)
+
+        def run(k, inp, h0_k, c0_k, reverse):
+            h0_k = zeros if h0_k is None else h0_k
+            c0_k = zeros if c0_k is None else c0_k
+            return self.cells[k]._forward_validated(inp, h0_k, c0_k, lengths, reverse) + (None,)
+
+        y, h_n, c_n, _ = functional._stack(x, h0, c0, L, D, self.batch_first, run)
+        return y, (h_n, c_n)
