@@ -128,3 +128,15 @@ def test_prepacked_stack_is_a_snapshot_and_checks_its_input(rng):
     with pytest.raises(ValueError, match="x contains NaN or Inf"):
         model(np.where(x > 1, np.nan, x).astype(np.float32), check_finite=True)
     assert np.isnan(model(np.full_like(x, np.nan))[0]).all()  # the default policy: NaN propagates
+
+
+def test_prepacked_float64_stack_runs_on_a_float64_backend(rng):
+    m = fastlstm.LSTM(3, 7, 2, bidirectional=True, dtype=np.float64, seed=2)
+    model = m.prepack()
+    assert model.backend_name in ("numba", "reference")
+    x = rng.standard_normal((4, 2, 3))
+    y, (hn, cn) = model(x, lengths=[4, 1])
+    ym, (hm, cm) = m(x, lengths=[4, 1])
+    assert y.dtype == np.float64
+    for got, want in ((y, ym), (hn, hm), (cn, cm)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
