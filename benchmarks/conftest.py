@@ -47,7 +47,9 @@ def contender():
                 c, why = peers.load_peer(name)
             else:
                 try:
-                    c, why = peers.FastlstmBackend(name), None
+                    base, _, variant = name.partition("-")
+                    c, why = (peers.FastlstmPrepacked(base) if variant == "prepacked"
+                              else peers.FastlstmBackend(name)), None
                 except ImportError as e:
                     c, why = None, str(e)
             if c is not None:

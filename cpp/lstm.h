@@ -49,6 +49,7 @@ struct Workspace {
   long ldh = 0;                    // row stride of hprev (Hp plus a cache line)
   bool reverse = false;
   std::vector<int> perm;        // internal row j -> batch row perm[j]
+  std::vector<int> len;         // real steps of internal row j (non-increasing)
   std::vector<int> Bs;          // active rows at step s (non-increasing)
   std::vector<long> off;        // first compact row of step s; off[Teff] = Nact
   std::vector<long> src;        // compact row n -> row t·B + b of x / y
@@ -60,7 +61,7 @@ struct Workspace {
   size_t nbytes() const {
     size_t N = off.empty() ? 0 : (size_t)off.back();
     return sizeof(float) * (N * 4 * Hp + N * Hp + (N + B) * ldh + (size_t)B * Hp) +
-           sizeof(long) * (off.size() + src.size()) + sizeof(int) * (perm.size() + Bs.size());
+           sizeof(long) * (off.size() + src.size()) + sizeof(int) * (perm.size() + len.size() + Bs.size());
   }
 };
 

@@ -370,25 +370,26 @@ static bool fuse_input(long rows, long I, long Hp) {
 // training -13%; (100,64,256,256) -4% / -8%; (100,32,512,512) -1%. Ragged lengths keep the
 // units split: rows end one by one, and a thread left with a few short rows runs thin tiles
 // while the other works ((100,32,512,512), lengths uniform in 1..T: +12% with rows).
-static bool split_rows(const Order& o, int nth, double weight_bytes) {
-  const long B = (long)o.len.size();
+// Bs: rows active per step (the Order's, or the Workspace's in backward).
+static bool split_rows(const std::vector<int>& Bs, long B, int nth, double weight_bytes) {
   const int policy = g_split.load(std::memory_order_relaxed);
-  const bool ragged = !o.Bs.empty() && o.Bs.front() != o.Bs.back();
+  const bool ragged = !Bs.empty() && Bs.front() != Bs.back();
   const bool rows = nth > 1 && (policy == 1 ? B >= nth
                                             : policy == 0 && B >= 8L * nth && weight_bytes <= 16e6 && !ragged);
   g_last_split.store(nth <= 1 ? 0 : rows ? 1 : 2, std::memory_order_relaxed);
   return rows;
 }
 
-// Rows [r0, r1) of part i of `parts`: contiguous, with near-equal real steps.
-static void row_range(const Order& o, int parts, int i, long* r0, long* r1) {
-  const long B = (long)o.len.size(), total = o.nact();
+// Rows [r0, r1) of part i of `parts`: contiguous, with near-equal real steps (len: steps per
+// row, summing to total).
+static void row_range(const std::vector<int>& len, long total, int parts, int i, long* r0, long* r1) {
+  const long B = (long)len.size();
   auto bound = [&](int t) -> long {  // first row after part t-1
     if (t <= 0) return 0;
     if (t >= parts) return B;
     long acc = 0;
     for (long j = 0; j < B; ++j)
-      if ((acc += o.len[j]) * parts >= total * t) return j + 1;
+      if ((acc += len[j]) * parts >= total * t) return j + 1;
     return B;
   };
   *r0 = bound(i);
@@ -418,14 +419,29 @@ struct FwdStep {
   const long* src;     // y row of each compact row of this step
 };
 
+// acc = b + x·W_ihᵀ for rows r0.. of panel p (x rows of I floats; Wip, bias packed).
+template <int MR>
+static inline void input_part(V (&acc)[MR][4], const float* bias, const float* x, long I, const float* Wip, long p,
+                              long r0) {
+  FL_UNROLL for (int i = 0; i < MR; ++i) FL_UNROLL for (int q = 0; q < 4; ++q)
+    acc[i][q] = load(bias + p * 4 * W + q * W);
+  micro<MR, 4>(I, x + r0 * I, I, 1, Wip + p * I * 4 * W, acc);
+}
+
+// The cell on one vector of units: z (i, f, g, o pre-activations) becomes the activated gates,
+// and c_t, h_t are returned.
+static inline void cell(V (&z)[4], V c_prev, V& c, V& h) {
+  z[0] = sigmoid(z[0]); z[1] = sigmoid(z[1]); z[2] = tanh_(z[2]); z[3] = sigmoid(z[3]);
+  c = fmadd(z[1], c_prev, mul(z[0], z[2]));  // c_t = f ⊙ c_{t-1} + i ⊙ g
+  h = mul(z[3], tanh_(c));                   // h_t = o ⊙ tanh(c_t)
+}
+
 template <int MR>
 static inline void fwd_tile(const FwdStep& s, long p, long r0) {
   const long G = 4 * s.Hp;
   V acc[MR][4];
   if (s.x) {  // z = b + x_t·W_ihᵀ + h_{t-1}·W_hhᵀ, all in registers
-    FL_UNROLL for (int i = 0; i < MR; ++i) FL_UNROLL for (int q = 0; q < 4; ++q)
-      acc[i][q] = load(s.bias + p * 4 * W + q * W);
-    micro<MR, 4>(s.I, s.x + r0 * s.I, s.I, 1, s.Wip + p * s.I * 4 * W, acc);
+    input_part<MR>(acc, s.bias, s.x, s.I, s.Wip, p, r0);
   } else {    // z = Zx (= x_t·W_ihᵀ + b from the merged GEMM) + h_{t-1}·W_hhᵀ
     FL_UNROLL for (int i = 0; i < MR; ++i) FL_UNROLL for (int q = 0; q < 4; ++q)
       acc[i][q] = load(s.zx + (r0 + i) * G + p * 4 * W + q * W);
@@ -435,15 +451,14 @@ static inline void fwd_tile(const FwdStep& s, long p, long r0) {
   const int ny = (int)std::min<long>(W, s.H - u0);
   FL_UNROLL for (int i = 0; i < MR; ++i) {
     const long row = r0 + i;
-    V ig = sigmoid(acc[i][0]), fg = sigmoid(acc[i][1]), gg = tanh_(acc[i][2]), og = sigmoid(acc[i][3]);
     float* cp = s.c + row * s.Hp + u0;
-    V c = fmadd(fg, load(cp), mul(ig, gg));   // c_t = f ⊙ c_{t-1} + i ⊙ g
-    V h = mul(og, tanh_(c));                   // h_t = o ⊙ tanh(c_t)
+    V c, h;
+    cell(acc[i], load(cp), c, h);
     store(cp, c);
     if (row < s.rows_next) store(s.hnext + row * s.ldh + u0, h);
     if (s.cout) {  // training: keep activated gates and c_t for backward
       float* g = s.zx + row * G + p * 4 * W;
-      store(g, ig); store(g + W, fg); store(g + 2 * W, gg); store(g + 3 * W, og);
+      FL_UNROLL for (int q = 0; q < 4; ++q) store(g + q * W, acc[i][q]);
       store(s.cout + row * s.Hp + u0, c);
     }
     float* yp = s.y + s.src[row] * s.H + u0;
@@ -527,10 +542,10 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
   const int nth = loop_threads(a.threads, B, Hp);
   // Threads split the batch rows (independent for the whole sequence: no barrier at all) or
   // the hidden units (a barrier per step: every unit needs all of h_{t-1}).
-  const bool by_rows = split_rows(o, nth, 4.0 * ((fuse ? I : 0) + Hp) * G);  // weights read per step
+  const bool by_rows = split_rows(o.Bs, B, nth, 4.0 * ((fuse ? I : 0) + Hp) * G);  // weights read per step
   parallel_run(nth, [&](int tid, Team& team) {  // the team may be smaller than nth (busy pool)
     long u0 = 0, u1 = Hp, r0 = 0, r1 = B;
-    if (by_rows) row_range(o, team.size(), tid, &r0, &r1);
+    if (by_rows) row_range(o.len, N, team.size(), tid, &r0, &r1);
     else split_range(Hp, team.size(), tid, 2 * W, &u0, &u1);
     for (int s = 0; s < Teff; ++s) {
       const long r1s = std::min<long>(r1, o.Bs[s]);  // rows are sorted longest first
@@ -581,7 +596,7 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
   if (training) {
     Workspace& ws = *a.ws;
     ws.T = T; ws.B = B; ws.I = I; ws.H = H; ws.Hp = Hp; ws.ldh = ldh; ws.U = W; ws.reverse = a.reverse;
-    ws.perm = o.perm; ws.Bs = o.Bs; ws.off = o.off; ws.src = o.src;
+    ws.perm = o.perm; ws.len = o.len; ws.Bs = o.Bs; ws.off = o.off; ws.src = o.src;
     ws.gates = std::move(Zx_own);  // moved, not copied: these are the biggest buffers of the call
     ws.c = std::move(Cn);
     ws.hprev = std::move(hbuf_own);
@@ -601,11 +616,9 @@ static void lstm_forward(const ForwardArgs& a) {
 template <int MR>
 static inline void step_tile(const Packed& P, const float* x, const float* hprev, float* h, float* c,
                              long p, long r0) {
-  const long H = P.H, I = P.I;
+  const long H = P.H;
   V acc[MR][4];
-  FL_UNROLL for (int i = 0; i < MR; ++i) FL_UNROLL for (int q = 0; q < 4; ++q)
-    acc[i][q] = load(P.bias + p * 4 * W + q * W);
-  micro<MR, 4>(I, x + r0 * I, I, 1, P.Wih + p * I * 4 * W, acc);
+  input_part<MR>(acc, P.bias, x, P.I, P.Wih, p, r0);
   micro<MR, 4>(H, hprev + r0 * H, H, 1, P.Whh + p * P.Hp * 4 * W, acc);  // rows k >= H are 0
   const long u0 = p * W;
   const int n = (int)std::min<long>(W, H - u0);
@@ -613,9 +626,8 @@ static inline void step_tile(const Packed& P, const float* x, const float* hprev
   FL_UNROLL for (int i = 0; i < MR; ++i) {
     float* cp = c + (r0 + i) * H + u0;
     float* hp = h + (r0 + i) * H + u0;
-    V ig = sigmoid(acc[i][0]), fg = sigmoid(acc[i][1]), gg = tanh_(acc[i][2]), og = sigmoid(acc[i][3]);
-    V cv = fmadd(fg, n == W ? load(cp) : load_n(cp, n), mul(ig, gg));
-    V hv = mul(og, tanh_(cv));
+    V cv, hv;
+    cell(acc[i], n == W ? load(cp) : load_n(cp, n), cv, hv);
     if (n == W) { store(cp, cv); store(hp, hv); } else { store_n(cp, cv, n); store_n(hp, hv, n); }
   }
 }
@@ -659,15 +671,10 @@ static void lstm_backward(const BackwardArgs& a) {
   }
 
   const int nth = loop_threads(a.threads, B, Hp);
-  Order o;  // the forward's order, for split_rows / row_range
-  o.len.resize(B);
-  for (int j = 0; j < B; ++j) o.len[j] = (int)std::count_if(ws.Bs.begin(), ws.Bs.end(), [&](int n) { return n > j; });
-  o.off = ws.off;
-  o.Bs = ws.Bs;
-  const bool by_rows = split_rows(o, nth, 4.0 * G * Hp);
+  const bool by_rows = split_rows(ws.Bs, B, nth, 4.0 * G * Hp);
   parallel_run(nth, [&](int tid, Team& team) {  // the team may be smaller than nth (busy pool)
     long u0 = 0, u1 = Hp, r0 = 0, r1 = B;
-    if (by_rows) row_range(o, team.size(), tid, &r0, &r1);
+    if (by_rows) row_range(ws.len, N, team.size(), tid, &r0, &r1);
     else split_range(Hp, team.size(), tid, 2 * W, &u0, &u1);
     for (int s = Teff - 1; s >= 0; --s) {
       const long j0 = r0, j1 = std::min<long>(r1, ws.Bs[s]);  // this thread's rows of the step

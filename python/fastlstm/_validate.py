@@ -73,6 +73,37 @@ def as_lengths(lengths, T: int, B: int):
     return arr
 
 
+def weights(W_ih, W_hh, b, dtype=None, I=None):
+    """One layer's (W_ih (4H, I), W_hh (4H, H), b (4H,)), all of one dtype (x's when given)."""
+    W_hh = as_float_array("W_hh", W_hh, dtype)
+    if W_hh.ndim != 2 or W_hh.shape[0] != 4 * W_hh.shape[1] or W_hh.shape[1] == 0:
+        raise ValueError(f"W_hh must have shape (4H, H) with H >= 1, got {W_hh.shape}")
+    H = W_hh.shape[1]
+    W_ih = as_float_array("W_ih", W_ih, W_hh.dtype)
+    if I is not None:
+        check_shape("W_ih", W_ih, (4 * H, I), "(4H, I)")
+    elif W_ih.ndim != 2 or W_ih.shape[0] != 4 * H or W_ih.shape[1] == 0:
+        raise ValueError(f"W_ih must have shape (4H, I) = ({4 * H}, I), got {W_ih.shape}")
+    b = as_float_array("b", b, W_hh.dtype)
+    check_shape("b", b, (4 * H,), "(4H,)")
+    return W_ih, W_hh, b
+
+
+def check_finite_inputs(check, x, lengths, **arrays) -> None:
+    """With check (None: FASTLSTM_CHECK_FINITE), raise on NaN/Inf in x's real steps and in the
+    other arrays given (None entries are skipped)."""
+    if check is None:
+        check = _env_check_finite()
+    if not check:
+        return
+    T = x.shape[0]
+    mask = None if lengths is None else np.arange(T)[:, None] < lengths[None, :]
+    check_finite("x", x, mask)
+    for name, a in arrays.items():
+        if a is not None:
+            check_finite(name, a)
+
+
 def forward_args(x, W_ih, W_hh, b, h0, c0, lengths, check_finite_: bool | None = None):
     """Validate and normalise the kernel contract's forward arguments.
 
@@ -89,28 +120,14 @@ def forward_args(x, W_ih, W_hh, b, h0, c0, lengths, check_finite_: bool | None =
     if I == 0:
         raise ValueError(f"x has I = 0 input features (shape {x.shape}); need I >= 1")
     dt = x.dtype
-    W_hh = as_float_array("W_hh", W_hh, dt)
-    if W_hh.ndim != 2 or W_hh.shape[0] != 4 * W_hh.shape[1] or W_hh.shape[1] == 0:
-        raise ValueError(f"W_hh must have shape (4H, H) with H >= 1, got {W_hh.shape}")
+    W_ih, W_hh, b = weights(W_ih, W_hh, b, dt, I)
     H = W_hh.shape[1]
-    W_ih = as_float_array("W_ih", W_ih, dt)
-    check_shape("W_ih", W_ih, (4 * H, I), "(4H, I)")
-    b = as_float_array("b", b, dt)
-    check_shape("b", b, (4 * H,), "(4H,)")
     h0 = np.zeros((B, H), dt) if h0 is None else as_float_array("h0", h0, dt)
     check_shape("h0", h0, (B, H), "(B, H)")
     c0 = np.zeros((B, H), dt) if c0 is None else as_float_array("c0", c0, dt)
     check_shape("c0", c0, (B, H), "(B, H)")
     lengths = as_lengths(lengths, T, B)
-    if check_finite_ is None:
-        check_finite_ = _env_check_finite()
-    if check_finite_:
-        mask = None
-        if lengths is not None:
-            mask = np.arange(T)[:, None] < lengths[None, :]
-        check_finite("x", x, mask)
-        for name, a in (("W_ih", W_ih), ("W_hh", W_hh), ("b", b), ("h0", h0), ("c0", c0)):
-            check_finite(name, a)
+    check_finite_inputs(check_finite_, x, lengths, W_ih=W_ih, W_hh=W_hh, b=b, h0=h0, c0=c0)
     return x, W_ih, W_hh, b, h0, c0, lengths
 
 

@@ -68,19 +68,6 @@ def lstm_backward(dy, dhT, dcT, tape: Tape):
                                       tape.h0, tape.c0, tape.lengths, tape.reverse)
 
 
-def _weights(W_ih, W_hh, b):
-    W_hh = _validate.as_float_array("W_hh", W_hh)
-    if W_hh.ndim != 2 or W_hh.shape[0] != 4 * W_hh.shape[1] or W_hh.shape[1] == 0:
-        raise ValueError(f"W_hh must have shape (4H, H) with H >= 1, got {W_hh.shape}")
-    H = W_hh.shape[1]
-    W_ih = _validate.as_float_array("W_ih", W_ih, W_hh.dtype)
-    if W_ih.ndim != 2 or W_ih.shape[0] != 4 * H or W_ih.shape[1] == 0:
-        raise ValueError(f"W_ih must have shape (4H, I) = ({4 * H}, I), got {W_ih.shape}")
-    b = _validate.as_float_array("b", b, W_hh.dtype)
-    _validate.check_shape("b", b, (4 * H,), "(4H,)")
-    return W_ih, W_hh, b
-
-
 class Prepacked:
     """One layer's weights packed once for repeated inference (what an ONNX Runtime session
     does at creation): whole sequences with forward(), single streaming steps with step().
@@ -90,7 +77,7 @@ class Prepacked:
     """
 
     def __init__(self, W_ih, W_hh, b, *, backend=None):
-        W_ih, W_hh, b = _weights(W_ih, W_hh, b)
+        W_ih, W_hh, b = _validate.weights(W_ih, W_hh, b)
         self.backend = backends.for_dtype(W_hh.dtype, backend)
         # private copies (not read-only: Numba's compiled signatures take writeable arrays)
         self._W_ih, self._W_hh, self._b = (np.array(a, copy=True) for a in (W_ih, W_hh, b))
@@ -107,10 +94,7 @@ class Prepacked:
         """lstm_forward's inference with these weights: x (T,B,I) -> y (T,B,H), hT, cT."""
         x, _, _, _, h0, c0, lengths = _validate.forward_args(x, self._W_ih, self._W_hh, self._b, h0, c0,
                                                              lengths, check_finite)
-        if self._cell is not None:
-            return self._cell.forward(x, h0, c0, lengths, bool(reverse))
-        return self.backend.lstm_forward(x, self._W_ih, self._W_hh, self._b, h0, c0, lengths, bool(reverse),
-                                         False)[:3]
+        return self._forward_validated(x, h0, c0, lengths, bool(reverse))
 
     def _forward_validated(self, x, h0, c0, lengths, reverse):
         """forward() for arguments a caller has validated already (x of this dtype, C-contiguous;

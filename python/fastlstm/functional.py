@@ -31,7 +31,7 @@ class StackTape:
         return self.tapes[0].backend_name
 
 
-def _check_weights(weights, num_directions, I):
+def _check_weights(weights, num_directions):
     weights = list(weights)
     D = num_directions
     if not weights or len(weights) % D:
@@ -94,8 +94,7 @@ def lstm(x, weights, h0=None, c0=None, lengths=None, *, bidirectional=False, bat
          training=False, backend=None, check_finite=None):
     """Multi-layer (bidirectional) LSTM. Returns y, h_n, c_n, tape (None unless training)."""
     D = 2 if bidirectional else 1
-    I = np.shape(x)[-1] if np.ndim(x) == 3 else None
-    weights = _check_weights(weights, D, I)
+    weights = _check_weights(weights, D)
     L = len(weights) // D
     H = np.shape(weights[0][1])[-1] if np.ndim(weights[0][1]) == 2 else None
     if H is None:

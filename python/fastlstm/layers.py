@@ -151,14 +151,7 @@ class PrepackedLSTM:
         if I != self.input_size:
             raise ValueError(f"x must have I = input_size = {self.input_size} features, got {I}")
         lengths = _validate.as_lengths(lengths, T, B)
-        if check_finite is None:
-            check_finite = _validate._env_check_finite()
-        if check_finite:
-            mask = None if lengths is None else np.arange(T)[:, None] < lengths[None, :]
-            _validate.check_finite("x", x, mask)
-            for name, a in (("h0", h0), ("c0", c0)):
-                if a is not None:
-                    _validate.check_finite(name, a)
+        _validate.check_finite_inputs(check_finite, x, lengths, h0=h0, c0=c0)
         zeros = np.zeros((B, H), self.dtype)
 
         def run(k, inp, h0_k, c0_k, reverse):
