@@ -353,7 +353,9 @@ static int loop_threads(int threads, long Bmax, long Hp) {
 // Fuse the input projection into the recurrent tile when a step has rows enough for full
 // register tiles, and W_ih, now read every step, is cache-resident (both packed weights within
 // 16 MB) or cheaper to re-read than Zx (write, read-for-ownership, read) is to stream.
-// Measured on Zen 4: (100,16,128,128) −9%, (100,32,512,512) −4%, (50,64,1024,1024) +2% if fused.
+// Measured with the bench CLI on Zen 4 (FASTLSTM_FUSE_ROWS forcing the path, 2 rounds), fused vs
+// merged: (100,32,512,512) −5% at 1 and 2 threads, (100,16,128,128) −1% to −10%,
+// (50,64,1024,1024) +0.4% to +3%.
 // g_fuse_rows >= 0 overrides the rule with a plain row threshold (tests, measurements).
 static bool fuse_input(long rows, long I, long Hp) {
   const long min_rows = g_fuse_rows.load(std::memory_order_relaxed);
@@ -366,10 +368,12 @@ static bool fuse_input(long rows, long I, long Hp) {
 // Whether threads split the batch rows rather than the hidden units. A row split needs no
 // barrier (a row's recurrence never reads another row), but every thread streams all the
 // weights each step and gets fewer rows per register tile: used with 8+ rows per thread and
-// weights within 16 MB. Measured, 2 threads, rows vs units: (100,16,128,128) forward -17%,
-// training -13%; (100,64,256,256) -4% / -8%; (100,32,512,512) -1%. Ragged lengths keep the
-// units split: rows end one by one, and a thread left with a few short rows runs thin tiles
-// while the other works ((100,32,512,512), lengths uniform in 1..T: +12% with rows).
+// weights within 16 MB. Measured with the bench CLI, 2 threads, rows vs FASTLSTM_SPLIT=units,
+// median of 3 rounds × 15 repeats: (100,16,128,128) forward −20%, training −5%;
+// (100,32,512,512) −5% / +3% (rounds at the small shape differ by up to ±25% on the 2-core VM).
+// Ragged lengths keep the units split: rows end one by one, and a thread left with a few
+// short rows runs thin tiles while the other works (the bench's medium-var shape, 2 threads:
+// 39.0 ms with rows against 34.9 ms with units, in two full runs of the bench).
 // Bs: rows active per step (the Order's, or the Workspace's in backward).
 static bool split_rows(const std::vector<int>& Bs, long B, int nth, double weight_bytes) {
   const int policy = g_split.load(std::memory_order_relaxed);
@@ -571,7 +575,8 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
       st.src = o.src.data() + o.off[s];
       // Panels in alternating directions: a thread's W_hh share a little larger than its L2
       // (1 MB at H = 256 on Zen 4) would miss on every line if always streamed in one order;
-      // zig-zag, the lines used last are used first again ((100,1,256,256): 1 thread -8%).
+      // zig-zag, the lines used last are used first again ((100,1,256,256), A/B of two builds
+      // over 6 rounds: 1 thread −8%, 2 threads −3%).
       const long p0 = u0 / W, np = u1 / W - p0;
       for (long i = 0; i < np; ++i) {
         const long p = (s & 1) ? p0 + np - 1 - i : p0 + i;
