@@ -102,6 +102,9 @@ class LSTM(Module):
         needs; an inference call in between leaves a training call's tape in place.
         """
         training = self.training if training is None else training
+        if np.ndim(x) != 3 or np.shape(x)[-1] != self.input_size:
+            raise ValueError(f"LSTM expects x of shape ({'B, T' if self.batch_first else 'T, B'}, "
+                             f"input_size={self.input_size}), got shape {np.shape(x)}")
         if hx is None and self.stateful and self.state is not None:
             hx = self.state
         h0, c0 = (None, None) if hx is None else hx
