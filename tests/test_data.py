@@ -125,6 +125,7 @@ def test_pad_accepts_any_iterable_of_arrays():
     ([np.ones(3), np.ones((2, 1))], {}, ValueError, r"ragged feature dims: seqs\[0\].*seqs\[1\]"),
     ([np.ones(3), np.ones((2, 2, 2))], {}, ValueError, r"seqs\[1\] must be 1-D \(T,\) or 2-D"),
     ([5], {}, ValueError, r"seqs\[0\] must be 1-D"),
+    ([[1], [[1, 2], [3]]], {}, ValueError, r"seqs\[1\] is not a rectangular"),
     ([[1], ["a"]], {}, TypeError, r"seqs\[1\] must be numeric"),
     ([[1]], {"maxlen": -1}, ValueError, "maxlen must be >= 0"),
     ([[1]], {"maxlen": 2.0}, TypeError, "maxlen must be an integer"),
@@ -404,6 +405,7 @@ def test_sliding_windows_nan_carried():
     (np.zeros((9, 3, 1)), {"n_in": 2}, ValueError, r"series must be 1-D \(N,\) or 2-D \(N, F\)"),
     (np.zeros((9, 0)), {"n_in": 2}, ValueError, "series has no features"),
     (np.array(["a", "b"]), {"n_in": 1}, TypeError, "series must be numeric"),
+    ([[1, 2], [3]], {"n_in": 1}, ValueError, "series is not a rectangular"),
     (np.arange(9.0), {"n_in": 2, "dtype": "U3"}, TypeError, "dtype must be a numeric dtype"),
 ])
 def test_sliding_windows_bad_input(series, kwargs, exc, match):

@@ -124,7 +124,10 @@ def pad_sequences(seqs, maxlen=None, dtype=None, padding="post", truncating="pos
 
     arrs = []
     for i, s in enumerate(items):
-        a = np.asarray(s)
+        try:
+            a = np.asarray(s)
+        except ValueError as e:  # a ragged nested list inside one sequence
+            raise ValueError(f"seqs[{i}] is not a rectangular (T,) or (T, F) array: {e}") from None
         if a.dtype.kind not in _NUMERIC_KINDS:
             raise TypeError(f"seqs[{i}] must be numeric (bool, int or float), got dtype {a.dtype}")
         if a.ndim not in (1, 2):
@@ -335,7 +338,10 @@ def sliding_windows(series, n_in, n_out=1, stride=1, target_cols=None, gap=0, dt
     a once-made copy of those columns (N x F_t). dtype: cast the series once first (e.g.
     float64 -> float32; the windows then view that cast copy). NaN is carried into the windows.
     """
-    s = np.asarray(series)
+    try:
+        s = np.asarray(series)
+    except ValueError as e:
+        raise ValueError(f"series is not a rectangular (N,) or (N, F) array: {e}") from None
     if s.dtype.kind not in _NUMERIC_KINDS:
         raise TypeError(f"series must be numeric, got dtype {s.dtype}")
     if dtype is not None:
