@@ -66,13 +66,15 @@ class LSTM:
     def forward(self, x, hx=None, lengths=None, training=False):
         """x (T,B,I) or (B,T,I) with batch_first; hx = (h0, c0) each (L·D, B, H) or None.
 
-        Returns y, (h_n, c_n). With training=True keeps what backward() needs.
+        Returns y, (h_n, c_n). With training=True keeps what backward() needs; an inference
+        call in between (training=False) leaves that tape alone.
         """
         h0, c0 = (None, None) if hx is None else hx
         y, h_n, c_n, tape = functional.lstm(
             x, self.weights(), h0, c0, lengths, bidirectional=self.bidirectional,
             batch_first=self.batch_first, training=training, backend=self.backend)
-        self._tape = tape
+        if tape is not None:
+            self._tape = tape
         return y, (h_n, c_n)
 
     def backward(self, dy, dh_n=None, dc_n=None):
