@@ -118,7 +118,7 @@ class LSTM(Module):
         else:
             y, h_n, c_n, tape = functional.lstm(
                 x, self.weights(), h0, c0, lengths, bidirectional=self.bidirectional,
-                batch_first=self.batch_first, training=bool(training), backend=self.backend)
+                batch_first=self.batch_first, training=training, backend=self.backend)
             if training:
                 self._tape = tape
         if self.stateful:
