@@ -39,6 +39,7 @@ def _suffix(l: int, d: int) -> str:
 
 def _new_lstm(input_size, hidden_size, num_layers, bias, bidirectional, batch_first, dtype, lstm_cls):
     cls = lstm_cls or LSTM
+    dtype = np.dtype(np.dtype(dtype).name)   # NumPy's builtin dtype object (see keras._canonical)
     return cls(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
                bidirectional=bidirectional, dtype=dtype)
 
