@@ -124,7 +124,6 @@ class _LSTMLayer(torch.autograd.Function):
             dh0.append(dh0_d)
             dc0.append(dc0_d)
             dweights += [dW_ih, dW_hh] + ([db, db.copy()] if ctx.has_bias else [])  # b = b_ih + b_hh
-        ctx.tapes = None
         need = ctx.needs_input_grad  # (meta, x, h0, c0, *weights)
         grads = [torch.from_numpy(dx) if need[1] else None,
                  torch.from_numpy(np.stack(dh0)) if need[2] else None,
@@ -246,6 +245,10 @@ class LSTM(torch.nn.LSTM):
         if hx is None:
             zeros = torch.zeros(L * D, B, H, dtype=x.dtype)
             hx = (zeros, zeros)
+            if is_packed:
+                self.check_forward_args(data, hx, batch_sizes)
+            else:
+                self.check_forward_args(x.transpose(0, 1) if self.batch_first else x, hx, None)
         h0, c0 = hx
 
         grad = torch.is_grad_enabled() and (x.requires_grad or h0.requires_grad or c0.requires_grad
