@@ -222,23 +222,74 @@ def _vars_any(group) -> bool:
     return bool(found)
 
 
-def load_keras(path, order=None, lstm_cls=None) -> list:
-    """The weight-bearing layers of a Keras file converted to fastlstm, in model order:
-    [("lstm", fastlstm LSTM, return_sequences or None from a bare .weights.h5),
-     ("dense", (W, b, activation)), ("embedding", table)].
-    Masking / Dropout / InputLayer are inference no-ops and left out."""
+_DENSE_ACT = {
+    "relu": lambda z: np.maximum(z, 0),
+    "tanh": np.tanh,
+    "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+    "softmax": lambda z: (lambda e: e / e.sum(axis=-1, keepdims=True))(np.exp(z - z.max(axis=-1, keepdims=True))),
+}
+
+
+class KerasModel:
+    """A Keras file's weight-bearing layers converted to fastlstm, runnable with Keras' semantics.
+
+    layers: [("embedding", table), ("lstm", fastlstm LSTM (batch_first), return_sequences),
+             ("dense", (weight (out, in), bias, activation))] in model order.
+    """
+
+    def __init__(self, layers: list):
+        self.layers = layers
+
+    def predict(self, x, lengths=None):
+        """x (B, T, I) float (or (B, T) int ids before an Embedding); lengths (B,) or None stands
+        for Keras' Masking (padded steps skipped, the state carried). Returns what Keras predicts."""
+        h = np.asarray(x)
+        for kind, obj, *rest in self.layers:
+            if kind == "embedding":
+                h = obj[h]
+            elif kind == "lstm":
+                if rest[0] is None:
+                    raise ValueError("return_sequences of the last LSTM is unknown (a bare .weights.h5): "
+                                     "set model.layers[k][2] to True or False")
+                y, (h_n, _) = obj(np.ascontiguousarray(h, obj.dtype), lengths=lengths)
+                if rest[0] is False:     # return_sequences=False: the final state(s) of the last layer
+                    D = 2 if obj.bidirectional else 1
+                    h = np.concatenate(list(h_n[-D:]), axis=-1)
+                else:
+                    h = y
+            else:
+                W, b, act = obj
+                h = h @ W.T + (0 if b is None else b)
+                if act is not None:
+                    if act not in _DENSE_ACT:
+                        raise ValueError(f"Dense activation {act!r} is not supported")
+                    h = _DENSE_ACT[act](h)
+        return h
+
+
+def load_keras(path, order=None, lstm_cls=None) -> KerasModel:
+    """The weight-bearing layers of a Keras file converted to fastlstm, in model order, as a
+    KerasModel (its .layers: ("lstm", fastlstm LSTM, return_sequences or None from a bare
+    .weights.h5), ("dense", (W, b, activation)), ("embedding", table)). Masking / Dropout /
+    InputLayer are inference no-ops and left out. A bare .weights.h5 has no activations and no
+    return_sequences: Dense layers come without activation and the last recurrent layer's
+    return_sequences is None (set it before predict)."""
     out = []
     for layer in read_keras(path, order):
         if layer.class_name in ("LSTM", "Bidirectional"):
             rs = layer.return_sequences if layer.config else None   # unknown without config.json
-            out.append(("lstm", layer.to_fastlstm(lstm_cls), rs))
+            out.append(["lstm", layer.to_fastlstm(lstm_cls), rs])
         elif layer.class_name == "Dense":
-            out.append(("dense", layer.to_fastlstm()))
+            out.append(["dense", layer.to_fastlstm()])
         elif layer.class_name == "Embedding":
-            out.append(("embedding", layer.to_fastlstm()))
+            out.append(["embedding", layer.to_fastlstm()])
         elif layer.class_name in ("Masking", "Dropout", "InputLayer"):
             continue
         else:
             raise ValueError(f"layer {layer.key!r} ({layer.class_name}) is not supported; "
                              f"supported: {', '.join(_SUPPORTED)}")
-    return out
+    if order is None and not zipfile.is_zipfile(os.fspath(path)):
+        rec = [l for l in out if l[0] == "lstm"]
+        for l in rec[:-1]:
+            l[2] = True                  # only the last recurrent layer can drop the sequence
+    return KerasModel(out)

@@ -53,7 +53,7 @@ class _Graph:
 
     def const(self, array, base="const", dtype=None):
         n = self.name(base)
-        self.inits.append(self.numpy_helper.from_array(np.ascontiguousarray(array, dtype or self.dtype), n))
+        self.inits.append(self.numpy_helper.from_array(np.asarray(array, dtype or self.dtype, order="C"), n))
         return n
 
     def ints(self, values, base="shape"):
