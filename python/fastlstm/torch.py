@@ -143,7 +143,7 @@ class LSTM(torch.nn.LSTM):
     def __init__(self, *args, backend: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.backend = backend
-        self.last_backend: str | None = None
+        self.last_backend: str | None = None     # set per call through __dict__ (see forward)
 
     # --- conversions -----------------------------------------------------------------------
     @classmethod
@@ -187,30 +187,35 @@ class LSTM(torch.nn.LSTM):
         return layer
 
     # --- forward ---------------------------------------------------------------------------
-    def _why_not(self, data: torch.Tensor, hx) -> tuple[str | None, bool]:
+    def _why_not(self, data: torch.Tensor, hx, weights) -> tuple[str | None, bool]:
         """(reason, warn) when fastlstm cannot run this call, else (None, False)."""
         if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
             return "torch.jit / torch.compile / ONNX export is tracing the module", True
         if self.proj_size > 0:
             return "proj_size > 0 is not implemented by fastlstm's kernels", True
-        tensors = [data, *self.parameters(), *([] if hx is None else hx)]
-        if any(t.device.type != "cpu" for t in tensors):
+        tensors = [data, *weights, *([] if hx is None else hx)]
+        if data.device.type != "cpu" or any(t.device != data.device for t in tensors):
             return f"input on device {data.device.type!r}: fastlstm's kernels are CPU-only", \
                 all(t.device == data.device for t in tensors)
-        if data.dtype not in (torch.float32, torch.float64):
+        if data.dtype not in _NP_DTYPE:
             return f"dtype {data.dtype} is not float32/float64", \
                 all(t.dtype == data.dtype for t in tensors) and data.is_floating_point()
         if any(t.dtype != data.dtype for t in tensors):
             return "mixed dtypes", False   # torch raises its own error
         return None, False
 
+    def _set_last_backend(self, name: str) -> None:
+        self.__dict__["last_backend"] = name   # a plain attribute: skip Module.__setattr__ per call
+
     def forward(self, input, hx=None):
         is_packed = isinstance(input, PackedSequence)
-        reason, warn = self._why_not(input.data if is_packed else input, hx)
+        # every parameter once, in torch's order: per layer·direction W_ih, W_hh[, b_ih, b_hh]
+        weights = [getattr(self, name) for name in self._flat_weights_names]
+        reason, warn = self._why_not(input.data if is_packed else input, hx, weights)
         if reason is not None:
             if warn:
                 _fall_back(reason)
-            self.last_backend = "torch"
+            self._set_last_backend("torch")
             return super().forward(input, hx)
 
         L, D, H = self.num_layers, 2 if self.bidirectional else 1, self.hidden_size
@@ -223,13 +228,13 @@ class LSTM(torch.nn.LSTM):
             if hx is not None:
                 self.check_forward_args(data, hx, batch_sizes)
                 hx = self.permute_hidden(hx, sorted_indices)
+            elif data.shape[-1] != self.input_size:
+                self.check_input(data, batch_sizes)                  # torch's error message
         else:
             if input.dim() not in (2, 3):
                 raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
             is_batched = input.dim() == 3
             x = input if is_batched else input.unsqueeze(0 if self.batch_first else 1)
-            if self.batch_first:
-                x = x.transpose(0, 1)                  # the kernels are time-major
             lengths_np = sorted_indices = unsorted_indices = None
             if hx is not None:
                 if is_batched and (hx[0].dim() != 3 or hx[1].dim() != 3):
@@ -240,28 +245,28 @@ class LSTM(torch.nn.LSTM):
                         raise RuntimeError("For unbatched 2-D input, hx and cx should also be 2-D but "
                                            f"got ({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
                     hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
-                self.check_forward_args(x.transpose(0, 1) if self.batch_first else x, hx, None)
+                self.check_forward_args(x, hx, None)
+            elif x.shape[-1] != self.input_size:
+                self.check_input(x, None)                            # torch's error message
+            if self.batch_first:
+                x = x.transpose(0, 1)                  # the kernels are time-major
         B = x.shape[1]
         if hx is None:
             zeros = torch.zeros(L * D, B, H, dtype=x.dtype)
             hx = (zeros, zeros)
-            if is_packed:
-                self.check_forward_args(data, hx, batch_sizes)
-            else:
-                self.check_forward_args(x.transpose(0, 1) if self.batch_first else x, hx, None)
         h0, c0 = hx
 
         grad = torch.is_grad_enabled() and (x.requires_grad or h0.requires_grad or c0.requires_grad
-                                            or any(p.requires_grad for p in self.parameters()))
+                                            or any(w.requires_grad for w in weights))
+        n = len(weights) // (L * D)          # 4 with bias, 2 without
         hs, cs = [], []
         inp = x.contiguous()
         for l in range(L):
-            ws = [getattr(self, name) for k in range(l * D, (l + 1) * D) for name in self._all_weights[k]]
+            ws = weights[l * D * n:(l + 1) * D * n]
             h0_l, c0_l = h0[l * D:(l + 1) * D], c0[l * D:(l + 1) * D]
             if grad:
                 y, h_l, c_l = _LSTMLayer.apply((lengths_np, self.backend, D, self.bias), inp, h0_l, c0_l, *ws)
             else:   # inference: no autograd node, no tape
-                n = 4 if self.bias else 2
                 arrs = [_np(w) for w in ws]
                 per_dir = [tuple(arrs[d * n:(d + 1) * n]) + ((None, None) if not self.bias else ())
                            for d in range(D)]
@@ -273,8 +278,8 @@ class LSTM(torch.nn.LSTM):
             if self.dropout > 0 and self.training and l < L - 1:
                 y = torch.nn.functional.dropout(y, self.dropout, training=True)
             inp = y
-        self.last_backend = core.backends.for_dtype(_NP_DTYPE[x.dtype], self.backend).NAME
-        h_n, c_n = torch.cat(hs), torch.cat(cs)
+        self._set_last_backend(core.backends.for_dtype(_NP_DTYPE[x.dtype], self.backend).NAME)
+        h_n, c_n = (hs[0], cs[0]) if L == 1 else (torch.cat(hs), torch.cat(cs))
         if is_packed:
             out = pack_padded_sequence(inp, lengths, enforce_sorted=True).data
             return PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices), \
