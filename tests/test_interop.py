@@ -244,3 +244,90 @@ def test_onnx_export_without_lengths_and_bad_arguments():
         to_onnx_model(m, head=(np.ones((1, 4)), np.zeros(2)))
     with pytest.raises(TypeError, match="fastlstm LSTM"):
         to_onnx_model(object())
+
+
+# --- fastlstm.nn models ----------------------------------------------------------------------
+
+def _nn_models():
+    from fastlstm import nn
+
+    return {
+        "bi-laststep-tanh": nn.Sequential(nn.LSTM(3, 5, 2, batch_first=True, bidirectional=True, seed=1),
+                                          nn.LastStep(2), nn.Linear(10, 4, activation="tanh", seed=2)),
+        "laststep": nn.Sequential(nn.LSTM(3, 5, batch_first=True, seed=1), nn.LastStep(), nn.Linear(5, 2, seed=2)),
+        "embedding-per-step": nn.Sequential(nn.Embedding(11, 4, seed=0), nn.LSTM(4, 6, batch_first=True, seed=1),
+                                            nn.Dropout(0.3), nn.Linear(6, 11, seed=2)),
+        "meanpool-mlp": nn.Sequential(nn.LSTM(3, 5, batch_first=True, bidirectional=True, seed=1), nn.MeanPool(),
+                                      nn.Linear(10, 3, seed=2), nn.ReLU(), nn.Linear(3, 1, seed=3)),
+        "head-then-laststep": nn.Sequential(nn.LSTM(3, 5, batch_first=True, seed=1), nn.Linear(5, 3, seed=2),
+                                            nn.LastStep()),
+    }
+
+
+@pytest.mark.parametrize("name", list(_nn_models()))
+@pytest.mark.parametrize("lengths", [True, False])
+def test_onnx_export_sequential(name, lengths):
+    from fastlstm.interop.onnx import to_onnx_model
+
+    model = _nn_models()[name].eval()
+    rng = np.random.default_rng(len(name))
+    x = rng.integers(0, 11, (5, 6)) if name.startswith("embedding") else rng.standard_normal((5, 6, 3)).astype(np.float32)
+    lens = np.array([6, 2, 0, 5, 1]) if lengths else None       # a row of length 0 in the middle
+    want = model(x, lengths=lens)
+    feeds = {"x": x} | ({"sequence_lens": lens.astype(np.int32)} if lengths else {})
+    (got,) = _ort(to_onnx_model(model, lengths=lengths)).run(None, feeds)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=3e-6, rtol=1e-5)
+
+
+def test_trained_model_exports_and_serves_the_same(tmp_path):
+    """fit() a small classifier on variable-length sequences, export it, serve it in ONNX Runtime."""
+    from fastlstm import nn
+    from fastlstm.interop import export_onnx
+    from fastlstm.train import fit
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 12, 2)).astype(np.float32)
+    lengths = rng.integers(3, 13, 64)
+    y = (X[np.arange(64), lengths - 1, 0] > 0).astype(np.int64)
+    model = nn.Sequential(nn.LSTM(2, 8, batch_first=True, bidirectional=True, seed=0), nn.LastStep(2),
+                          nn.Linear(16, 2, seed=1))
+    before = model.state_dict()
+    fit(model, X, y, loss="cross_entropy", lengths=lengths, epochs=2, batch_size=16, verbose=0)
+    assert any(not np.array_equal(before[k], v) for k, v in model.state_dict().items())
+    model.eval()
+    path = export_onnx(model, tmp_path / "clf.onnx")
+    (got,) = _ort(str(path)).run(None, {"x": X, "sequence_lens": lengths.astype(np.int32)})
+    np.testing.assert_allclose(got, model(X, lengths=lengths), atol=3e-6, rtol=1e-5)
+
+
+def test_onnx_export_sequential_rejects_what_it_cannot_export():
+    from fastlstm import nn
+    from fastlstm.interop.onnx import to_onnx_model
+
+    with pytest.raises(ValueError, match="MaxPool"):
+        to_onnx_model(nn.Sequential(nn.LSTM(2, 3, batch_first=True), nn.MaxPool(), nn.Linear(3, 1)))
+    with pytest.raises(ValueError, match="batch_first"):
+        to_onnx_model(nn.Sequential(nn.LSTM(2, 3), nn.LastStep(), nn.Linear(3, 1)))
+    with pytest.raises(ValueError, match="own head"):
+        to_onnx_model(nn.Sequential(nn.LSTM(2, 3, batch_first=True)), head=(np.ones((1, 3)),))
+
+
+def test_keras_file_to_sequential_to_onnx():
+    """Stored Keras file -> fastlstm.nn.Sequential -> ONNX: each predicts what Keras predicted."""
+    require("h5py")
+    from fastlstm.interop.keras import load_keras
+    from fastlstm.interop.onnx import to_onnx_model
+
+    expected = np.load(DATA / "keras_small_expected.npz")
+    seq = load_keras(DATA / "keras_small_seq.keras").to_sequential()
+    assert [type(m).__name__ for m in seq.layers] == ["LSTM", "LSTM", "LastStep", "Linear", "Linear"]
+    x, lengths = expected["x"], expected["lengths"]
+    np.testing.assert_allclose(seq(x, lengths=lengths), expected["seq"], atol=2e-5, rtol=1e-4)
+    (got,) = _ort(to_onnx_model(seq)).run(None, {"x": x, "sequence_lens": lengths.astype(np.int32)})
+    np.testing.assert_allclose(got, expected["seq"], atol=2e-5, rtol=1e-4)
+    step = load_keras(DATA / "keras_small_step.weights.h5")
+    with pytest.raises(ValueError, match="return_sequences"):
+        step.to_sequential()
+    step.layers[0][2] = True
+    np.testing.assert_allclose(step.to_sequential()(x), expected["step"], atol=2e-5, rtol=1e-4)

@@ -13,7 +13,7 @@ Problems (all batch_first, Adam lr 1e-3, batches shuffled per epoch, last batch 
   seq2seq   5000 pairs, T_in=7, T_out=4, B=128  Embedding(12, 16) -> LSTM(128) encoder ->
             LSTM(128) decoder (own Embedding(12, 16), teacher forcing, initial state = the
             encoder's final state) -> Linear(12) per step, CE
-make_problem_data is the data the fastlstm-native fit benchmark uses too (same seed, same arrays).
+make_problem_data is bench.fit_data's: the fastlstm-native fit benchmark trains on the same arrays.
 The training loop is what a PyTorch user writes: model.train(), zero_grad, forward, loss,
 backward, optimizer.step — nothing clever, so the ratio is what changing one import buys.
 """
@@ -32,65 +32,24 @@ import fastlstm
 PROBLEMS = ("forecast", "classify", "char-LM", "seq2seq")
 BATCH = {"forecast": 32, "classify": 32, "char-LM": 64, "seq2seq": 128}
 VOCAB_CHARS = 96
-VOCAB_S2S = 12          # digits 0-9, "+" = 10, GO = 11
-PLUS, GO = 10, 11
+VOCAB_S2S = 12          # "0123456789+ " (fit_data.ADD_CHARS)
 
 
-# --- data ----------------------------------------------------------------------------------
+# --- data: the fit benchmark's own (bench/fit_data.py), one source for every contender ----------
 
 def make_problem_data(name: str, seed: int = 0) -> dict:
-    """Synthetic but realistic data for one problem, deterministic in (name, seed).
+    """The fit benchmark's data for one problem (bench.fit_data.make_problem_data: synthetic,
+    deterministic in (name, seed), batch-first NumPy arrays):
 
-    forecast  X (2000, 24, 1) float32: windows of a noisy two-tone sine series (period 24 and
-              ~7.3, noise σ 0.1); y (2000, 1) float32: the next value.
-    classify  X (500, 150, 1) float32: noisy series; y (500,) int64: class 1 has a sine of
-              period 10 added (amplitude 0.5 at a random phase) on a random-walk background,
-              class 0 a period-25 one; balanced.
-    char-LM   X (512, 100) int64 token ids in [0, 96); y (512, 100) int64 = X shifted by one:
-              text-like streams from a sparse random bigram model with Zipf-like frequencies.
-    seq2seq   X (5000, 7) int64: "abc+def" as digit ids with "+" = 10; y (5000, 4) int64: the
-              sum's four digits (zero-padded); y_in (5000, 4) int64: the decoder's teacher-forced
-              input, GO = 11 then y[:, :3].
+    forecast  X (2000, 24, 1) float32 windows of a noisy two-tone sine; y (2000, 1) the next value
+    classify  X (500, 150, 1) float32 noisy sines of two frequencies; y (500,) int64 the class
+    char-LM   X (512, 100) int64 ids from a sparse Markov chain over 96 tokens; y = X shifted by one
+    seq2seq   X (5000, 7) int64 "535+61 " as ids of "0123456789+ "; y_in (5000, 4) the answer
+              shifted right behind the start symbol " " (teacher forcing); y (5000, 4) "596 "
     """
-    rng = np.random.default_rng([seed, PROBLEMS.index(name)] if name in PROBLEMS else seed)
-    if name == "forecast":
-        n, T = 2000, 24
-        t = np.arange(n + T, dtype=np.float64)
-        series = np.sin(2 * np.pi * t / 24) + 0.5 * np.sin(2 * np.pi * t / 7.3) + 0.1 * rng.standard_normal(t.size)
-        idx = np.arange(T)[None, :] + np.arange(n)[:, None]
-        X = series[idx][..., None].astype(np.float32)
-        y = series[np.arange(n) + T][:, None].astype(np.float32)
-        return {"X": X, "y": y}
-    if name == "classify":
-        n, T = 500, 150
-        y = rng.permutation(np.arange(n) % 2).astype(np.int64)
-        t = np.arange(T)
-        period = np.where(y == 1, 10.0, 25.0)[:, None]
-        phase = rng.uniform(0, 2 * np.pi, (n, 1))
-        walk = np.cumsum(0.1 * rng.standard_normal((n, T)), axis=1)
-        X = (walk + 0.5 * np.sin(2 * np.pi * t[None, :] / period + phase) + 0.3 * rng.standard_normal((n, T)))
-        return {"X": X[..., None].astype(np.float32), "y": y}
-    if name == "char-LM":
-        n, T, V = 512, 100, VOCAB_CHARS
-        freq = 1.0 / np.arange(1, V + 1) ** 1.1                   # Zipf-like unigram
-        trans = rng.dirichlet(np.full(V, 0.05), size=V) * 0.7 + 0.3 * freq / freq.sum()  # sparse bigram
-        trans /= trans.sum(axis=1, keepdims=True)
-        cdf = np.cumsum(trans, axis=1)
-        seq = np.empty((n, T + 1), np.int64)
-        seq[:, 0] = rng.choice(V, n, p=freq / freq.sum())
-        u = rng.random((n, T))
-        for t in range(T):
-            seq[:, t + 1] = np.minimum((cdf[seq[:, t]] < u[:, t:t + 1]).sum(axis=1), V - 1)
-        return {"X": seq[:, :-1].copy(), "y": seq[:, 1:].copy()}
-    if name == "seq2seq":
-        n = 5000
-        a, b = rng.integers(0, 1000, n), rng.integers(0, 1000, n)
-        digits = lambda v, k: np.stack([(v // 10 ** (k - 1 - j)) % 10 for j in range(k)], axis=1)  # noqa: E731
-        X = np.concatenate([digits(a, 3), np.full((n, 1), PLUS), digits(b, 3)], axis=1).astype(np.int64)
-        y = digits(a + b, 4).astype(np.int64)
-        y_in = np.concatenate([np.full((n, 1), GO), y[:, :3]], axis=1).astype(np.int64)
-        return {"X": X, "y": y, "y_in": y_in}
-    raise ValueError(f"unknown problem {name!r}; choose one of {', '.join(PROBLEMS)}")
+    from .fit_data import make_problem_data as fit_data
+
+    return fit_data(name, seed)
 
 
 # --- models (what a PyTorch user writes; lstm_cls is the one line that changes) -----------------

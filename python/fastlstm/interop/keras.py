@@ -266,6 +266,39 @@ class KerasModel:
                     h = _DENSE_ACT[act](h)
         return h
 
+    def to_sequential(self):
+        """The same stack as a fastlstm.nn.Sequential (batch-first; pass lengths for Keras' Masking):
+        Embedding -> nn.Embedding, LSTM -> nn.LSTM (+ nn.LastStep(directions) where Keras returns
+        the final state: for Bidirectional that is forward at the last real step and backward at
+        t = 0, exactly LastStep(2)), Dense -> nn.Linear with its activation (linear, relu, tanh,
+        sigmoid; softmax has no fastlstm layer and raises)."""
+        from .. import nn
+
+        mods = []
+        for kind, obj, *rest in self.layers:
+            if kind == "embedding":
+                m = nn.Embedding(*obj.shape, dtype=obj.dtype)
+                m.load_state_dict({"weight": obj})
+                mods.append(m)
+            elif kind == "lstm":
+                if rest[0] is None:
+                    raise ValueError("return_sequences of an LSTM is unknown (a bare .weights.h5): set "
+                                     "model.layers[k][2] to True or False first")
+                m = nn.LSTM(obj.input_size, obj.hidden_size, obj.num_layers, bias=obj.bias, batch_first=True,
+                            bidirectional=obj.bidirectional, dtype=obj.dtype)
+                m.load_state_dict(obj.state_dict())
+                mods.append(m)
+                if rest[0] is False:
+                    mods.append(nn.LastStep(2 if obj.bidirectional else 1))
+            else:
+                W, b, act = obj
+                if act not in (None, "relu", "tanh", "sigmoid"):
+                    raise ValueError(f"Dense activation {act!r} has no fastlstm.nn.Linear equivalent")
+                m = nn.Linear(W.shape[1], W.shape[0], bias=b is not None, activation=act, dtype=W.dtype)
+                m.load_state_dict({"weight": W, **({"bias": b} if b is not None else {})})
+                mods.append(m)
+        return nn.Sequential(*mods)
+
 
 def load_keras(path, order=None, lstm_cls=None) -> KerasModel:
     """The weight-bearing layers of a Keras file converted to fastlstm, in model order, as a

@@ -2,7 +2,11 @@
 
     export_onnx(lstm, "model.onnx")                                   # LSTM alone: y, h_n, c_n
     export_onnx(lstm, "model.onnx", head=(W, b), head_on="last_step") # LSTM + Linear head: output
-    export_onnx(fastlstm.nn.Sequential(...), "model.onnx")            # LSTM / LastStep / Linear ...
+    export_onnx(nn.Sequential(nn.LSTM(..., batch_first=True), nn.LastStep(), nn.Linear(...)), path)
+
+Sequential layers exported: Embedding (first; then "x" is int64 ids (B, T)), LSTM (batch_first),
+Dropout (identity), LastStep(directions), MeanPool, Linear/Dense (with its activation), ReLU, Tanh,
+Sigmoid; the output "output" is batch-first. Other layers raise ValueError naming them.
 
 L = layers, D = directions, T = time steps, B = batch, I = input features, H = hidden units.
 Graph inputs: "x" in the model's layout ((B, T, I) with batch_first, else (T, B, I); B and T are
@@ -131,17 +135,35 @@ class _Builder:
         hb = g.op("Transpose", [Y_h], perm=[1, 0, 2])                      # (B, D, H)
         self.final_h = g.op("Reshape", [hb, g.ints([0, D * H])])           # (B, D·H)
 
-    def last_step(self):
+    def _time_steps(self):
+        g = self.g
+        return g.op("Gather", [g.op("Shape", [self.cur]), g.ints(0, "t")], axis=0)       # T, int64 scalar
+
+    def _float(self, name):
+        return self.g.op("Cast", [name], to=1 if self.g.dtype == np.float32 else 11)
+
+    def last_step(self, directions=1):
+        """(T, B, F) -> (B, F) at t = lengths[b] − 1; directions=2: the reverse half at t = 0.
+        A row of length 0 gives zeros (as fastlstm.nn.LastStep)."""
         g = self.g
         yb = g.op("Transpose", [self.cur], perm=[1, 0, 2])                 # (B, T, F)
         if self.seq_lens is None:
-            self.cur = g.op("Gather", [yb, g.ints(-1, "last")], axis=1)   # (B, F)
+            last = g.op("Gather", [yb, g.ints(-1, "last")], axis=1)       # (B, F)
         else:
             lens = g.op("Cast", [self.seq_lens], to=7)                     # int64
             idx = g.op("Max", [g.op("Sub", [lens, g.ints(1, "one")]), g.ints(0, "zero")])
             idx = g.op("Unsqueeze", [idx, g.ints([1], "axes")])            # (B, 1)
-            self.cur = g.op("GatherND", [yb, idx], batch_dims=1)           # (B, F)
-        self.kind = "vec"
+            last = g.op("GatherND", [yb, idx], batch_dims=1)               # (B, F)
+        if directions == 2:
+            half = self.width // 2
+            first = g.op("Gather", [yb, g.ints(0, "first")], axis=1)      # (B, F)
+            fwd = g.op("Slice", [last, g.ints([0]), g.ints([half]), g.ints([1])])
+            rev = g.op("Slice", [first, g.ints([half]), g.ints([self.width]), g.ints([1])])
+            last = g.op("Concat", [fwd, rev], axis=1)
+        if self.seq_lens is not None:                                      # empty rows read nothing
+            valid = self._float(g.op("Greater", [self.seq_lens, g.const(np.array(0, np.int32), "zero", np.int32)]))
+            last = g.op("Mul", [last, g.op("Unsqueeze", [valid, g.ints([1], "axes")])])
+        self.cur, self.kind = last, "vec"
 
     def final_state(self):
         if self.final_h is None:
@@ -149,15 +171,19 @@ class _Builder:
         self.cur, self.kind = self.final_h, "vec"
 
     def mean_pool(self):
+        """(T, B, F) -> (B, F): the mean over each row's real steps (zeros for an empty row)."""
         g = self.g
-        s = g.op("ReduceSum", [self.cur, g.ints([0], "axes")], keepdims=0)  # (B, F); padded y = 0
+        T = self._time_steps()
         if self.seq_lens is None:
-            n = g.op("Cast", [g.op("Gather", [g.op("Shape", [self.cur]), g.ints(0, "t")], axis=0)], to=1)
+            s = g.op("ReduceSum", [self.cur, g.ints([0], "axes")], keepdims=0)
+            n = self._float(T)
         else:
-            n = g.op("Cast", [g.op("Max", [self.seq_lens, g.const(np.array(1, np.int32), "one", np.int32)])], to=1)
-            n = g.op("Unsqueeze", [n, g.ints([1], "axes")])
-        if self.g.dtype != np.float32:
-            n = g.op("Cast", [n], to=11)
+            lens = g.op("Cast", [self.seq_lens], to=7)
+            t = g.op("Unsqueeze", [g.op("Range", [g.ints(0, "zero"), T, g.ints(1, "one")]), g.ints([1], "axes")])
+            real = g.op("Less", [t, g.op("Unsqueeze", [lens, g.ints([0], "axes")])])          # (T, B)
+            mask = g.op("Unsqueeze", [self._float(real), g.ints([2], "axes")])              # (T, B, 1)
+            s = g.op("ReduceSum", [g.op("Mul", [self.cur, mask]), g.ints([0], "axes")], keepdims=0)
+            n = g.op("Unsqueeze", [self._float(g.op("Max", [lens, g.ints(1, "one")])), g.ints([1], "axes")])
         self.cur, self.kind = g.op("Div", [s, n]), "vec"
 
     def linear(self, W, b, act=None):
@@ -180,21 +206,50 @@ class _Builder:
 
     def embedding(self, weight):
         g = self.g
-        # ids (T, B) int64 -> (T, B, E)
-        self.cur = g.op("Gather", [g.const(weight, "embedding"), self.cur], axis=0)
+        ids = g.op("Transpose", [self.cur], perm=[1, 0])                    # (B, T) -> (T, B)
+        self.cur = g.op("Gather", [g.const(weight, "embedding"), ids], axis=0)   # (T, B, E)
         self.kind, self.width = "seq", weight.shape[1]
 
 
-def to_onnx_model(model, *, head=None, head_on: str = "last_step", lengths: bool = True, opset: int = OPSET):
-    """The onnx.ModelProto of a fastlstm LSTM (with an optional Linear head); see the module doc."""
-    from onnx import TensorProto, checker, helper
+def _is_lstm(m) -> bool:
+    return hasattr(m, "params") and hasattr(m, "num_layers") and hasattr(m, "bidirectional")
 
+
+def _finish(g, inputs, outputs, opset):
+    from onnx import checker, helper
+
+    graph = helper.make_graph(g.nodes, "fastlstm", inputs, outputs, initializer=g.inits)
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="fastlstm")
+    onnx_model.ir_version = IR_VERSION
+    checker.check_model(onnx_model)
+    return onnx_model
+
+
+def _elem(dtype):
+    from onnx import TensorProto
+
+    return {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}[np.dtype(dtype)]
+
+
+def to_onnx_model(model, *, head=None, head_on: str = "last_step", lengths: bool = True, opset: int = OPSET):
+    """The onnx.ModelProto of a fastlstm LSTM (with an optional Linear head) or of a
+    fastlstm.nn.Sequential; see the module doc."""
     if head_on not in HEAD_ON:
         raise ValueError(f"head_on must be one of {HEAD_ON}, got {head_on!r}")
-    if not (hasattr(model, "params") and hasattr(model, "num_layers") and hasattr(model, "bidirectional")):
-        raise TypeError(f"model must be a fastlstm LSTM, got {type(model).__name__}")
+    if _is_lstm(model):
+        return _lstm_model(model, head, head_on, lengths, opset)
+    if hasattr(model, "layers") and isinstance(getattr(model, "layers"), list):
+        if head is not None:
+            raise ValueError("a Sequential model carries its own head; pass head=None")
+        return _sequential_model(model, lengths, opset)
+    raise TypeError(f"model must be a fastlstm LSTM or a fastlstm.nn.Sequential, got {type(model).__name__}")
+
+
+def _lstm_model(model, head, head_on, lengths, opset):
+    from onnx import TensorProto, helper
+
     dtype = np.dtype(model.dtype)
-    elem = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}[dtype]
+    elem = _elem(dtype)
     g = _Graph(dtype)
     bf = model.batch_first
     x_shape = ["batch", "time", model.input_size] if bf else ["time", "batch", model.input_size]
@@ -217,25 +272,86 @@ def to_onnx_model(model, *, head=None, head_on: str = "last_step", lengths: bool
         outputs = [helper.make_tensor_value_info("y", elem, x_shape[:2] + [D * H]),
                    helper.make_tensor_value_info("h_n", elem, [L * D, "batch", H]),
                    helper.make_tensor_value_info("c_n", elem, [L * D, "batch", H])]
+        return _finish(g, inputs, outputs, opset)
+    W, bias, act = _head_arrays(head)
+    if head_on == "last_step":
+        b.last_step()
+    elif head_on == "final_state":
+        b.final_state()
+    b.linear(W.astype(dtype), None if bias is None else bias.astype(dtype), act)
+    return _finish(g, inputs, [_output(g, b, bf, elem, x_shape)], opset)
+
+
+def _output(g, b, batch_first, elem, x_shape):
+    from onnx import helper
+
+    out = b.cur
+    if b.kind == "seq" and batch_first:
+        out = g.op("Transpose", [out], perm=[1, 0, 2])
+    g.nodes.append(helper.make_node("Identity", [out], ["output"]))
+    shape = ["batch", b.width] if b.kind == "vec" else x_shape[:2] + [b.width]
+    return helper.make_tensor_value_info("output", elem, shape)
+
+
+def _sequential_model(model, lengths, opset):
+    """Sequential(Embedding?, LSTM(batch_first=True)..., Dropout, LastStep / MeanPool, Linear,
+    ReLU / Tanh / Sigmoid ...): batch-first in and out, as fastlstm.nn computes in eval mode."""
+    from onnx import TensorProto, helper
+
+    from ..nn import layers as L
+
+    layers = [m for m in model.layers if not isinstance(m, L.Dropout)]   # identity at inference
+    if not layers:
+        raise ValueError("the Sequential model is empty")
+    lstms = [m for m in layers if _is_lstm(m)]
+    if not lstms:
+        raise ValueError("the Sequential model has no LSTM")
+    for m in lstms:
+        if not m.batch_first:
+            raise ValueError("LSTMs inside a Sequential must be batch_first=True (fastlstm.nn is batch-first)")
+        if getattr(m, "stateful", False):
+            raise ValueError("a stateful LSTM has no ONNX export (its state lives between calls)")
+    dtype = np.dtype(lstms[0].dtype)
+    elem = _elem(dtype)
+    g = _Graph(dtype)
+    first = layers[0]
+    if isinstance(first, L.Embedding):
+        inputs = [helper.make_tensor_value_info("x", TensorProto.INT64, ["batch", "time"])]
+    elif _is_lstm(first):
+        inputs = [helper.make_tensor_value_info("x", elem, ["batch", "time", first.input_size])]
     else:
-        W, bias, act = _head_arrays(head)
-        if head_on == "last_step":
-            b.last_step()
-        elif head_on == "final_state":
-            b.final_state()
-        b.linear(W.astype(dtype), None if bias is None else bias.astype(dtype), act)
-        out = b.cur
-        if b.kind == "seq" and bf:
-            out = g.op("Transpose", [out], perm=[1, 0, 2])
-        g.nodes.append(helper.make_node("Identity", [out], ["output"]))
-        shape = ["batch", W.shape[0]] if b.kind == "vec" else x_shape[:2] + [W.shape[0]]
-        outputs = [helper.make_tensor_value_info("output", elem, shape)]
-    graph = helper.make_graph(g.nodes, "fastlstm", inputs, outputs, initializer=g.inits)
-    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                                   producer_name="fastlstm")
-    onnx_model.ir_version = IR_VERSION
-    checker.check_model(onnx_model)
-    return onnx_model
+        raise ValueError(f"a Sequential exported to ONNX starts with an Embedding or an LSTM, not {type(first).__name__}")
+    seq = None
+    if lengths:
+        seq = "sequence_lens"
+        inputs.append(helper.make_tensor_value_info(seq, TensorProto.INT32, ["batch"]))
+    b = _Builder(g, seq)
+    b.cur, b.kind = "x", "ids"
+    acts = {L.ReLU: "relu", L.Tanh: "tanh", L.Sigmoid: "sigmoid"}
+    for i, m in enumerate(layers):
+        if isinstance(m, L.Embedding):
+            if i != 0:
+                raise ValueError("an Embedding must be the first layer")
+            b.embedding(np.asarray(m.params["weight"], dtype))
+        elif _is_lstm(m):
+            if i == 0:
+                b.cur = g.op("Transpose", ["x"], perm=[1, 0, 2])
+                b.kind, b.width = "seq", m.input_size
+            b.lstm(m)
+        elif isinstance(m, L.LastStep):
+            b.last_step(m.directions)
+        elif isinstance(m, L.MeanPool):
+            b.mean_pool()
+        elif isinstance(m, L.Linear):
+            W, bias, act = _head_arrays(m)
+            b.linear(W.astype(dtype), None if bias is None else bias.astype(dtype), act)
+        elif type(m) in acts:
+            b.activation(acts[type(m)])
+        else:
+            raise ValueError(f"layer {i} ({type(m).__name__}) has no ONNX export; supported: Embedding, LSTM, "
+                             "Dropout, LastStep, MeanPool, Linear/Dense, ReLU, Tanh, Sigmoid")
+    x_shape = ["batch", "time"]
+    return _finish(g, inputs, [_output(g, b, True, elem, x_shape)], opset)
 
 
 def save_onnx_model(onnx_model, path) -> str:
