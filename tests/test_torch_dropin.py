@@ -306,3 +306,17 @@ def test_training_loop_same_loss_curve(torch, ft, problem, one_thread):
     a, b = np.array(curves[0]), np.array(curves[1])
     assert len(a) == 4 and a[-1] != a[0]
     np.testing.assert_allclose(b, a, rtol=2e-4, atol=1e-6)
+
+
+def test_dropin_bench_rows(torch, ft):
+    """The drop-in benchmark's table (timings are not asserted: speed belongs in benchmarks)."""
+    from fastlstm.bench import torch_loops
+
+    old = torch.get_num_threads()
+    rows = torch_loops.run_dropin_bench(threads=(1,), repeats=1, quick=True, problems=("forecast",))
+    assert torch.get_num_threads() == old                      # threads restored
+    (r,) = rows
+    assert r["problem"] == "forecast" and r["threads"] == 1 and r["batches"] == 4
+    assert r["backend"] == __import__("fastlstm").backends.active().NAME
+    assert r["torch_s"] > 0 and r["fastlstm_s"] > 0 and r["ratio"] == pytest.approx(r["torch_s"] / r["fastlstm_s"])
+    assert "| forecast | 1 |" in torch_loops.format_dropin_table(rows)

@@ -138,14 +138,16 @@ class TorchFit:
         batches = list(torch.split(order, self.batch))[:max_batches]
         losses = []
         self.model.train()
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         for idx in batches:
             self.opt.zero_grad()
             loss = self.loss(idx)
             loss.backward()
             self.opt.step()
             losses.append(loss.item())
-        return time.perf_counter() - t0, losses
+        wall = time.perf_counter() - t0
+        self.last_cpu = time.process_time() - c0      # CPU seconds of all threads (shared machines)
+        return wall, losses
 
 
 def torch_epoch(name: str, data: dict, lstm_cls=nn.LSTM, seed: int = 0) -> float:
@@ -166,7 +168,8 @@ def run_dropin_bench(threads=(1, 2), repeats: int = 5, quick: bool = False, prob
     warm-up epoch each, then `repeats` epochs each, the two modules alternating epoch by epoch so
     that a noisy machine hits both alike; the medians. quick: 4 batches per epoch, 2 repeats.
     Rows: problem, threads, torch_s, fastlstm_s, ratio = torch_s / fastlstm_s (> 1: fastlstm faster),
-    repeats, batches, backend (the fastlstm backend that ran).
+    torch_cpu_s, fastlstm_cpu_s, cpu_ratio (the same in CPU seconds of all threads: steadier on a
+    shared machine), repeats, batches, backend (the fastlstm backend that ran).
     """
     from .. import torch as ftorch
 
@@ -182,15 +185,19 @@ def run_dropin_bench(threads=(1, 2), repeats: int = 5, quick: bool = False, prob
                 data = make_problem_data(name, seed)
                 fits = {"torch": TorchFit(name, data, nn.LSTM, seed), "fastlstm": TorchFit(name, data, ftorch.LSTM, seed)}
                 times = {k: [] for k in fits}
+                cpu = {k: [] for k in fits}
                 for f in fits.values():
                     f.epoch(max_batches)                    # warm-up: allocations, Numba/oneDNN caches
                 for _ in range(repeats):
                     for k, f in fits.items():
                         times[k].append(f.epoch(max_batches)[0])
+                        cpu[k].append(f.last_cpu)
                 t_torch, t_fast = statistics.median(times["torch"]), statistics.median(times["fastlstm"])
+                c_torch, c_fast = statistics.median(cpu["torch"]), statistics.median(cpu["fastlstm"])
                 lstm = fits["fastlstm"].model.lstm if name != "seq2seq" else fits["fastlstm"].model.encoder
                 row = {"problem": name, "threads": n, "torch_s": t_torch, "fastlstm_s": t_fast,
-                       "ratio": t_torch / t_fast, "repeats": repeats,
+                       "ratio": t_torch / t_fast, "torch_cpu_s": c_torch, "fastlstm_cpu_s": c_fast,
+                       "cpu_ratio": c_torch / c_fast, "repeats": repeats,
                        "batches": min(-(-len(data["X"]) // BATCH[name]), max_batches or 10 ** 9),
                        "backend": lstm.last_backend}
                 rows.append(row)
@@ -204,11 +211,11 @@ def run_dropin_bench(threads=(1, 2), repeats: int = 5, quick: bool = False, prob
 
 def format_dropin_table(rows: list) -> str:
     """A markdown table of run_dropin_bench rows."""
-    out = ["| problem | threads | nn.LSTM epoch (s) | fastlstm.torch.LSTM epoch (s) | speed-up |",
-           "|---|---|---|---|---|"]
+    out = ["| problem | threads | nn.LSTM epoch (s) | fastlstm.torch.LSTM epoch (s) | speed-up (wall) | speed-up (CPU time) |",
+           "|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['problem']} | {r['threads']} | {r['torch_s']:.3f} | {r['fastlstm_s']:.3f} | "
-                   f"{r['ratio']:.2f}× |")
+                   f"{r['ratio']:.2f}× | {r['cpu_ratio']:.2f}× |")
     return "\n".join(out)
 
 
@@ -223,5 +230,6 @@ if __name__ == "__main__":
     args = ap.parse_args()
     rows = run_dropin_bench(tuple(args.threads), args.repeats, args.quick, tuple(args.problems),
                             progress=lambda r: print(f"  {r['problem']:9s} {r['threads']}t  torch {r['torch_s']:.3f}s  "
-                                                     f"fastlstm {r['fastlstm_s']:.3f}s  {r['ratio']:.2f}x", flush=True))
+                                                     f"fastlstm {r['fastlstm_s']:.3f}s  {r['ratio']:.2f}x  "
+                                                     f"(CPU {r['cpu_ratio']:.2f}x)", flush=True))
     print(format_dropin_table(rows))
