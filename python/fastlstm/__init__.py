@@ -31,3 +31,10 @@ __all__ = [
     "lstm", "lstm_grad", "StackTape", "LSTM", "PrepackedLSTM", "prepack", "Prepacked", "stepper",
     "nn", "data", "optim", "train", "fit", "evaluate", "predict", "save", "load", "CheckpointError",
 ]
+
+# Interop (issue 13): weights in and out (torch state_dicts, Keras files, ONNX tensors) and ONNX
+# export — NumPy only until used. The torch.nn.LSTM drop-in is `import fastlstm.torch` (needs torch).
+from . import interop  # noqa: E402
+from .interop import export_onnx, load_keras  # noqa: E402
+
+__all__ += ["interop", "export_onnx", "load_keras"]
