@@ -174,13 +174,15 @@ def _keras_epochs(name, threads, epochs):
     import subprocess
     import sys
 
-    try:
-        import importlib.util
+    import importlib.util
 
-        if importlib.util.find_spec("keras") is None:
-            return None, "keras not installed"
-    except (ImportError, ValueError):
-        return None, "keras not installed"
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    for mod, why in (("keras", "keras not installed"), (backend, f"keras' backend {backend} not installed")):
+        try:
+            if importlib.util.find_spec(mod) is None:
+                return None, why
+        except (ImportError, ValueError):
+            return None, why
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     r = subprocess.run([sys.executable, "-m", "fastlstm.bench.fit_keras", "--problem", name, "--threads",
                         str(threads), "--epochs", str(epochs)], capture_output=True, text=True, env=env, timeout=1800)
