@@ -36,6 +36,7 @@ import math
 
 import numpy as np
 
+from .. import nn
 from ._base import (BaseEstimator, NotFittedError, check_positive_float, check_positive_int,
                     check_random_state)
 from ._series import as_series_list, detect_period, future_index, period_from_index
@@ -354,8 +355,6 @@ class WindowForecaster(ForecasterBase):
         return w
 
     def _fit(self, series):
-        from .. import optim, train
-
         self._check_params()
         self.d_ = int(self.difference)
         self.window_ = self._choose_window(series)
@@ -375,34 +374,54 @@ class WindowForecaster(ForecasterBase):
         Y = np.ascontiguousarray(np.concatenate(Ys), dtype=np.float32)
         self.n_features_in_ = X.shape[2]
         seed = check_random_state(self.random_state)
-        bs = min(self.batch_size, len(X))
-        nb = math.ceil(len(X) / bs)
-        epochs = math.ceil(UPDATES / nb) if self.epochs == "auto" else int(self.epochs)
-        self.models_ = []
-        for m in range(self.n_models):
-            net = self._net(w, X.shape[2], H, seed + 7919 * m)
-            opt = optim.Adam(net, lr=self.lr)
-            sched = train.LearningRateSchedule(lambda o: optim.CosineWarmup(o, total_steps=epochs * nb))
-            hist = train.fit(net, X, Y, loss="mse", optimizer=opt, epochs=epochs, batch_size=bs,
-                             seed=seed + m, clip_norm=1.0, callbacks=[sched], verbose=self.verbose)
-            self.models_.append(net)
-        self.history_ = hist.history
+        self.models_, hist = self._train(X, Y, int(self.n_models), seed)
+        self.history_ = hist
         self.model_ = self.models_[0]
-        # in-sample errors per horizon step, in scaled units of the level (summed when differenced)
-        pred = self._predict_scaled(X)
-        err = Y - pred
-        if self.d_ == 1:
+        # intervals: errors on windows the model did not train on. A calibration model learns the
+        # first 80% of each series' windows and is scored on the last 20% (time order); with fewer
+        # than 10 such windows the in-sample errors of the final model stand in (optimistic).
+        cal_tr = [np.arange(len(x)) < len(x) - max(1, len(x) // 5) for x in Xs]
+        n_cal = sum(int((~m).sum()) for m in cal_tr)
+        if n_cal >= 10 and all(m.sum() >= 2 for m in cal_tr):
+            Xa = np.concatenate([x[m] for x, m in zip(Xs, cal_tr)]).astype(np.float32)
+            Ya = np.concatenate([y[m] for y, m in zip(Ys, cal_tr)]).astype(np.float32)
+            Xc = np.concatenate([x[~m] for x, m in zip(Xs, cal_tr)]).astype(np.float32)
+            Yc = np.concatenate([y[~m] for y, m in zip(Ys, cal_tr)]).astype(np.float32)
+            cal, _ = self._train(Xa, Ya, 1, seed + 104729)
+            err = Yc - self._predict_scaled(Xc, cal)
+            self.interval_source_ = "held-out"
+        else:
+            err = Y - self._predict_scaled(X)
+            self.interval_source_ = "in-sample"
+        if self.d_ == 1:  # level errors are sums of difference errors
             err = np.cumsum(err, axis=1)
         elif self.d_ == 2:
             err = np.cumsum(np.cumsum(err, axis=1), axis=1)
         a = (1 - float(self.interval)) / 2
-        self.error_quantiles_ = np.quantile(err, [a, 1 - a], axis=0)  # (2, H)
+        self.error_quantiles_ = np.quantile(err, [a, 1 - a], axis=0)  # (2, H) scaled units
         return self
 
-    def _predict_scaled(self, X):
+    def _train(self, X, Y, n_models, seed):
+        """n_models networks trained on (X, Y) with the default budget; (models, last history)."""
+        from .. import optim, train
+
+        bs = min(int(self.batch_size), len(X))
+        nb = math.ceil(len(X) / bs)
+        epochs = math.ceil(UPDATES / nb) if self.epochs == "auto" else int(self.epochs)
+        models, hist = [], None
+        for m in range(n_models):
+            net = self._net(self.window_, X.shape[2], Y.shape[1], seed + 7919 * m)
+            opt = optim.Adam(net, lr=float(self.lr))
+            sched = train.LearningRateSchedule(lambda o: optim.CosineWarmup(o, total_steps=epochs * nb))
+            hist = train.fit(net, X, Y, loss="mse", optimizer=opt, epochs=epochs, batch_size=bs,
+                             seed=seed + m, clip_norm=1.0, callbacks=[sched], verbose=self.verbose)
+            models.append(net)
+        return models, hist.history
+
+    def _predict_scaled(self, X, models=None):
         from .. import train
 
-        out = np.mean([train.predict(m, X, batch_size=1024) for m in self.models_], axis=0)
+        out = np.mean([train.predict(m, X, batch_size=1024) for m in (models or self.models_)], axis=0)
         return out.astype(np.float64)
 
     def _forecast(self, hists, h, future_exog=None):
@@ -455,6 +474,40 @@ class WindowForecaster(ForecasterBase):
         return last + np.cumsum(slope + np.cumsum(dz, axis=1), axis=1)
 
 
+@nn.register
+class LSTMForecastNet(nn.Module):
+    """x (B, w, F) -> LSTM -> last step -> Linear -> (B, H), plus (highway=True) a linear
+    autoregressive path from the target's w past values straight to the H outputs (LSTNet's
+    "highway"): the linear part of the dynamics needs no recurrence, the LSTM adds the rest."""
+
+    def __init__(self, n_features, hidden, window, n_out, layers=1, highway=True, seed=None):
+        super().__init__()
+        self.cfg = dict(n_features=n_features, hidden=hidden, window=window, n_out=n_out, layers=layers,
+                        highway=highway, seed=seed)
+        s = None if seed is None else int(seed)
+        self.lstm = nn.LSTM(n_features, hidden, num_layers=layers, batch_first=True, seed=s)
+        self.last = nn.LastStep()
+        self.head = nn.Linear(hidden, n_out, seed=None if s is None else s + 1)
+        self.ar = nn.Linear(window, n_out, seed=None if s is None else s + 2) if highway else None
+
+    def get_config(self):
+        return dict(self.cfg)
+
+    def forward(self, x, lengths=None):
+        out = self.head(self.last(self.lstm(x)[0]))         # (B, H) from the LSTM
+        if self.ar is not None:
+            out = out + self.ar(np.ascontiguousarray(x[:, :, 0]))  # + the linear path on the target
+        return out
+
+    def backward(self, dout):
+        # out = head(last(lstm(x))) + ar(x[:, :, 0])
+        dx, _ = self.lstm.backward(self.last.backward(self.head.backward(dout)))
+        if self.ar is not None:
+            dx = np.array(dx, copy=True)
+            dx[:, :, 0] += self.ar.backward(dout)
+        return dx
+
+
 class Forecaster(WindowForecaster):
     """LSTM forecaster (see the module docstring for the defaults and the reason for each).
 
@@ -470,12 +523,13 @@ class Forecaster(WindowForecaster):
     name = "LSTM"
 
     def __init__(self, horizon=1, window="auto", hidden_size=32, num_layers=1, difference=1,
-                 seasonal_period="auto", epochs="auto", batch_size=32, lr=5e-3, n_models=1,
-                 interval=0.9, target=None, fill_gaps=True, random_state=0, verbose=0):
+                 seasonal_period="auto", epochs="auto", batch_size=32, lr=5e-3, n_models=3,
+                 interval=0.9, highway=False, target=None, fill_gaps=True, random_state=0, verbose=0):
         self.horizon = horizon
         self.window = window
         self.hidden_size = hidden_size
         self.num_layers = num_layers
+        self.highway = highway
         self.difference = difference
         self.seasonal_period = seasonal_period
         self.epochs = epochs
@@ -495,12 +549,8 @@ class Forecaster(WindowForecaster):
         check_positive_int("n_models", self.n_models)
 
     def _net(self, window, n_features, n_out, seed):
-        from .. import nn
-
-        H = int(self.hidden_size)
-        return nn.Sequential(nn.LSTM(n_features, H, num_layers=int(self.num_layers), batch_first=True,
-                                     seed=seed),
-                             nn.LastStep(), nn.Linear(H, n_out, seed=seed + 1))
+        return LSTMForecastNet(n_features, int(self.hidden_size), window, n_out, int(self.num_layers),
+                               bool(self.highway), seed)
 
 
 __all__ = ["Forecaster", "ForecasterBase", "WindowForecaster", "BacktestResult", "NotFittedError"]
