@@ -161,6 +161,7 @@ class PooledLSTMClassifier(nn.Module):
         self.pools = {"mean": [nn.MeanPool()], "max": [nn.MaxPool()], "last": [nn.LastStep(D)],
                       "meanmax": [nn.MeanPool(), nn.MaxPool()]}[pooling]
         self.width = D * hidden
+        self.drop = nn.Dropout(dropout, seed=seed) if dropout > 0 else None
         self.head = nn.Linear(self.width * len(self.pools), n_classes, seed=None if seed is None else seed + 1)
 
     def get_config(self):
@@ -169,11 +170,15 @@ class PooledLSTMClassifier(nn.Module):
     def forward(self, x, lengths=None):
         y, _ = self.lstm(x, lengths=lengths)                                      # (B, T, D·H)
         z = np.concatenate([p(y, lengths=lengths) for p in self.pools], axis=1)  # (B, P·D·H)
+        if self.drop is not None:
+            z = self.drop(z)
         return self.head(z)
 
     def backward(self, dlogits):
         # logits = head(concat_p pool_p(y)): split dz by pool, sum what each pool gives back to y
         dz = self.head.backward(dlogits)
+        if self.drop is not None:
+            dz = self.drop.backward(dz)
         dy = sum(p.backward(dz[:, i * self.width:(i + 1) * self.width]) for i, p in enumerate(self.pools))
         dx, _ = self.lstm.backward(dy)
         return dx
@@ -213,7 +218,8 @@ class ClassifierBase(BaseEstimator):
         return _softmax(self._logits(cases))
 
     def predict(self, X, lengths=None):
-        return self.classes_[np.argmax(self.predict_proba(X, lengths), axis=1)]
+        proba = self.predict_proba(X, lengths)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def score(self, X, y, lengths=None):
         """Accuracy on (X, y)."""

@@ -360,6 +360,15 @@ class WindowForecaster(ForecasterBase):
         self.window_ = self._choose_window(series)
         self.scalers_ = [_Scaler(s, self.d_) for s in series]
         w, H = self.window_, self.horizon
+        # every (differenced) target constant: nothing to learn — the forecast continues it
+        # exactly (a constant series stays constant, a straight line stays straight)
+        self.degenerate_ = all(np.ptp(np.diff(s.y, self.d_) if self.d_ else s.y) == 0 for s in series)
+        if self.degenerate_:
+            self.models_, self.model_, self.history_ = [], None, {}
+            self.n_features_in_ = 1 + self.n_exog_
+            self.error_quantiles_ = np.zeros((2, H))
+            self.interval_source_ = "exact (constant differenced target)"
+            return self
         Xs, Ys = [], []
         for s, sc in zip(series, self.scalers_):
             f = self._features(s, sc)
@@ -436,9 +445,14 @@ class WindowForecaster(ForecasterBase):
             feats.append(f[-w:])
             scs.append(sc)
         cur = np.stack(feats)  # (m, w, F) the running input windows
+        if self.degenerate_:
+            cur = np.zeros((len(hists), 0, 1))
         steps = []
         done = 0
         while done < h:
+            if self.degenerate_:  # the scaled target is 0 everywhere: keep it there
+                steps.append(np.zeros((len(hists), h)))
+                break
             p = self._predict_scaled(np.ascontiguousarray(cur, dtype=np.float32))  # (m, H)
             take = min(H, h - done)
             steps.append(p[:, :take])
