@@ -109,7 +109,7 @@ def load_sunspots():
     sm = _require("statsmodels.datasets.sunspots", "load_sunspots()")
     pd = _require("pandas", "load_sunspots()")
     df = sm.load_pandas().data
-    idx = pd.PeriodIndex([pd.Period(int(y), freq="Y") for y in df["YEAR"]], name="year")
+    idx = pd.PeriodIndex([pd.Period(str(int(y)), freq="Y") for y in df["YEAR"]], name="year")
     return pd.Series(df["SUNACTIVITY"].to_numpy(np.float64), index=idx, name="sunspots")
 
 

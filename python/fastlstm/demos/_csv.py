@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -52,7 +53,10 @@ def _read(path, column, date_column):
     series = pd.Series(values.to_numpy(np.float64), name=column)
     if dcol is not None:
         idx = pd.DatetimeIndex(pd.to_datetime(df[dcol], format="mixed"))
-        freq = pd.infer_freq(idx) if len(idx) >= 3 else None
+        with warnings.catch_warnings():  # pandas 3 warns that infer_freq will return an offset
+            warnings.simplefilter("ignore")
+            freq = pd.infer_freq(idx) if len(idx) >= 3 else None
+        freq = getattr(freq, "freqstr", freq)
         if freq is not None:
             idx = pd.DatetimeIndex(idx, freq=freq)
         series.index = idx

@@ -242,7 +242,8 @@ class SequenceClassifier(ClassifierBase):
 
     def __init__(self, hidden_size=64, num_layers=1, bidirectional=True, pooling="meanmax", frame="auto",
                  normalize="global", epochs="auto", batch_size=32, lr=5e-3, dropout=0.0,
-                 validation_fraction=0.0, patience=20, random_state=0, verbose=0):
+                 validation_fraction=0.0, patience=20, label_smoothing=0.0, n_models=1, random_state=0,
+                 verbose=0):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.bidirectional = bidirectional
@@ -255,6 +256,8 @@ class SequenceClassifier(ClassifierBase):
         self.dropout = dropout
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.label_smoothing = label_smoothing
+        self.n_models = n_models
         self.random_state = random_state
         self.verbose = verbose
 
@@ -262,7 +265,10 @@ class SequenceClassifier(ClassifierBase):
         check_positive_int("hidden_size", self.hidden_size)
         check_positive_int("num_layers", self.num_layers)
         check_positive_int("batch_size", self.batch_size)
+        check_positive_int("n_models", self.n_models)
         check_positive_float("lr", self.lr)
+        if not 0 <= float(self.label_smoothing) < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if self.pooling not in ("meanmax", "mean", "max", "last"):
             raise ValueError(f"pooling must be 'meanmax', 'mean', 'max' or 'last', got {self.pooling!r}")
         if self.normalize not in ("global", "series", None):
@@ -310,31 +316,41 @@ class SequenceClassifier(ClassifierBase):
                                                                      max(1, round(med / TARGET_STEPS)))
         x, lengths = self._prepare(cases)
         seed = check_random_state(self.random_state)
-        net = PooledLSTMClassifier(x.shape[2], int(self.hidden_size), int(self.num_layers),
-                                   bool(self.bidirectional), self.pooling, len(self.classes_),
-                                   float(self.dropout), seed)
         n_train = len(x) - int(round(len(x) * float(self.validation_fraction)))
         bs = min(int(self.batch_size), n_train)
         nb = math.ceil(n_train / bs)
         epochs = int(self.epochs) if self.epochs != "auto" else int(np.clip(math.ceil(UPDATES / nb), 20, 500))
-        opt = optim.Adam(net, lr=float(self.lr))
-        callbacks = [train.LearningRateSchedule(lambda o: optim.CosineWarmup(o, total_steps=epochs * nb))]
-        if self.validation_fraction:
-            callbacks.append(train.EarlyStopping(monitor="val_loss", patience=int(self.patience),
-                                                 restore_best_weights=True))
-        hist = train.fit(net, x, ids, lengths=lengths, loss="cross_entropy", optimizer=opt, epochs=epochs,
-                         batch_size=bs, seed=seed, clip_norm=1.0, callbacks=callbacks,
-                         validation_split=float(self.validation_fraction), verbose=self.verbose)
-        self.history_ = hist.history
-        self.n_epochs_ = len(hist.history["loss"])
-        self.model_ = net
+        loss = nn.CrossEntropyLoss(label_smoothing=float(self.label_smoothing))
+        self.models_, self.history_ = [], None
+        for m in range(int(self.n_models)):
+            s = seed + 7919 * m
+            net = PooledLSTMClassifier(x.shape[2], int(self.hidden_size), int(self.num_layers),
+                                       bool(self.bidirectional), self.pooling, len(self.classes_),
+                                       float(self.dropout), s)
+            opt = optim.Adam(net, lr=float(self.lr))
+            callbacks = [train.LearningRateSchedule(lambda o: optim.CosineWarmup(o, total_steps=epochs * nb))]
+            if self.validation_fraction:
+                callbacks.append(train.EarlyStopping(monitor="val_loss", patience=int(self.patience),
+                                                     restore_best_weights=True))
+            hist = train.fit(net, x, ids, lengths=lengths, loss=loss, optimizer=opt, epochs=epochs,
+                             batch_size=bs, seed=s, clip_norm=1.0, callbacks=callbacks,
+                             validation_split=float(self.validation_fraction), verbose=self.verbose)
+            self.models_.append(net)
+            self.history_ = self.history_ or hist.history
+        self.n_epochs_ = len(self.history_["loss"])
+        self.model_ = self.models_[0]
         return self
 
     def _logits(self, cases):
         from .. import train
 
         x, lengths = self._prepare(cases)
-        return train.predict(self.model_, x, lengths=lengths, batch_size=256).astype(np.float64)
+        if len(self.models_) == 1:
+            return train.predict(self.model_, x, lengths=lengths, batch_size=256).astype(np.float64)
+        # an ensemble averages probabilities; their log is a logit vector softmax maps back to them
+        p = np.mean([_softmax(train.predict(m, x, lengths=lengths, batch_size=256).astype(np.float64))
+                     for m in self.models_], axis=0)
+        return np.log(np.maximum(p, 1e-300))
 
 
 __all__ = ["SequenceClassifier", "ClassifierBase", "PooledLSTMClassifier", "as_cases", "encode_labels"]
