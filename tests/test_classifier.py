@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from conftest import require
 
+from fastlstm import train
 from fastlstm.models import NotFittedError, SequenceClassifier
 from fastlstm.models.classifier import as_cases, encode_labels
 
-FAST = dict(hidden_size=16, epochs=40)
+FAST = dict(hidden_size=16, epochs=40, n_models=1)
 
 
 def bump_problem(n, T=120, seed=0):
@@ -46,7 +47,7 @@ def test_learns_a_long_univariate_problem():
     X, y = bump_problem(120)
     Xt, yt = bump_problem(100, seed=1)
     clf = SequenceClassifier(**FAST).fit(X, y)
-    assert clf.frame_ == 5  # 120 steps framed into 24 steps of 5 values
+    assert clf.frame_ == 5  # 120 steps framed into 24 steps of round(sqrt(120) / 2) = 5 values
     assert clf.score(Xt, yt) >= 0.9
 
 
@@ -54,7 +55,7 @@ def test_learns_a_variable_length_multivariate_problem_and_lengths_agree():
     X, y = varlen_problem(150)
     Xt, yt = varlen_problem(90, seed=1)
     clf = SequenceClassifier(**FAST).fit(X, y)
-    assert clf.frame_ == 1 and clf.n_channels_ == 3
+    assert clf.frame_ == 2 and clf.n_channels_ == 3  # median length ~19: steps of 2 timepoints
     assert clf.score(Xt, yt) >= 0.9
     # padded + lengths and trailing-NaN padding give the same probabilities as the list
     lens = np.array([x.shape[1] for x in Xt])
@@ -91,7 +92,8 @@ def test_options_run_and_learn_something(kw):
 def test_early_stopping_on_a_validation_split():
     X, _ = bump_problem(80)
     y = np.random.default_rng(5).integers(0, 2, 80)  # random labels: validation loss rises at once
-    clf = SequenceClassifier(hidden_size=16, epochs=200, validation_fraction=0.25, patience=5).fit(X, y)
+    clf = SequenceClassifier(hidden_size=16, epochs=200, validation_fraction=0.25, patience=5,
+                             n_models=1).fit(X, y)
     assert "val_loss" in clf.history_
     assert clf.n_epochs_ < 200
 
@@ -100,7 +102,7 @@ def test_labels_of_any_hashable_type():
     X, y = varlen_problem(60)
     for labels in (np.array(["cat", "dog", "eel"]), [("a", 1), ("b", 2), ("c", 3)], [1.5, "two", None]):
         ys = [labels[i] for i in y]
-        clf = SequenceClassifier(hidden_size=8, epochs=3).fit(X, ys)
+        clf = SequenceClassifier(hidden_size=8, epochs=3, n_models=1).fit(X, ys)
         pred = clf.predict(X[:4])
         assert all(p in list(labels) for p in pred)
         assert len(clf.classes_) == 3
@@ -128,7 +130,13 @@ def test_bad_input_is_a_clear_error():
         SequenceClassifier().fit(X[:2], [[1], [2]])
     with pytest.raises(ValueError, match="pooling"):
         SequenceClassifier(pooling="median").fit(X, y)
-    clf = SequenceClassifier(hidden_size=8, epochs=1).fit(X, y)
+    clf = SequenceClassifier(hidden_size=8, epochs=1, n_models=2).fit(X, y)
+    # the ensemble's probabilities are the mean of its members'
+    x, lens = clf._prepare(as_cases(X))
+    members = [train.predict(m, x, lengths=lens).astype(np.float64) for m in clf.models_]
+    members = [np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)
+               for z in members]
+    np.testing.assert_allclose(clf.predict_proba(X), np.mean(members, axis=0), atol=1e-9)
     with pytest.raises(ValueError, match="channels"):
         clf.predict(np.zeros((2, 3, 50)))
     with pytest.raises(ValueError, match="empty"):
@@ -139,7 +147,7 @@ def test_sklearn_conventions_clone_pipeline_and_not_fitted():
     base = require("sklearn", "sklearn.base")
     pipe_mod = require("sklearn", "sklearn.pipeline")
     prep = require("sklearn", "sklearn.preprocessing")
-    clf = SequenceClassifier(hidden_size=8, epochs=30)
+    clf = SequenceClassifier(hidden_size=8, epochs=30, n_models=1)
     with pytest.raises(NotFittedError, match="not fitted"):
         clf.predict(np.zeros((2, 1, 10)))
     c = base.clone(clf)

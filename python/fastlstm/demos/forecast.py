@@ -80,7 +80,8 @@ def run_dataset(name, out, smoke=False, seed=0, progress=None):
                         band_label=f"{est.name} 90% interval"))
         if progress:
             progress.step(f"{name} {h}-step {est.name}")
-    forecast_figure(os.path.join(out, f"{slug}_multi_step.png"), x[:cut], head.to_numpy(), fcs,
+    show = max(0, cut - max(4 * h, 48))  # the last few seasons of history: the forecast stays readable
+    forecast_figure(os.path.join(out, f"{slug}_multi_step.png"), x[show:cut], head.to_numpy()[show:], fcs,
                     x[cut:cut + h], truth, title=f"{name}: {h} steps ahead from the 80% point", ylabel=y.name)
     notes = dict(n=n, cut=cut, horizon=h, period=probe.period_, index_freq=y.index.freqstr)
     return one, multi, notes
