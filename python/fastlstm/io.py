@@ -112,11 +112,11 @@ def save(path, model: Module, optimizer=None, extra: dict | None = None) -> None
 
 def read(path) -> tuple[dict, dict]:
     """(meta, arrays) of a checkpoint, after checking format, version and checksum."""
+    with open(os.fspath(path), "rb") as f:
+        data = f.read()
     try:
-        with np.load(os.fspath(path), allow_pickle=False) as z:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise
     except Exception as e:  # truncated zip, not a zip, bad member...
         raise CheckpointError(f"{path}: not a readable fastlstm checkpoint ({type(e).__name__}: {e})") from None
     if "__meta__" not in arrays or "__checksum__" not in arrays:

@@ -317,7 +317,7 @@ def _check_model_io(model, loss_fn, Xb, lb, yb, ylb):
         out = model.forward(Xb, lengths=lb)
         loss_fn(out, yb, _loss_lengths(lb, ylb))
     except (TypeError, ValueError, KeyError, IndexError) as e:
-        raise type(e)(f"the model's output does not fit y: {e}") from None
+        raise type(e)(f"the model does not fit X and y (checked on their first samples): {e}") from None
     finally:
         model.train(was)
     return out

@@ -222,8 +222,8 @@ class LastStep(_Pool):
         else:
             h = F // 2
             y = np.concatenate([x[rows, last, :h], x[:, 0, h:]], axis=1)
-        if valid is not None:
-            y = y * valid[:, None]
+        if valid is not None:  # an empty row read nothing: zeros, whatever its padding holds
+            y = np.where(valid[:, None], y, 0).astype(x.dtype, copy=False)
         if self.training:
             self._cache = (x.shape, x.dtype, rows, last, valid)
         return y
@@ -252,8 +252,9 @@ class MeanPool(_Pool):
         if lengths is None:
             w = np.full((B, T), 1.0 / T, x.dtype)
         else:
-            w = (np.arange(T)[None, :] < lengths[:, None]) / np.maximum(lengths, 1)[:, None]
-            w = w.astype(x.dtype)
+            real = np.arange(T)[None, :] < lengths[:, None]
+            w = (real / np.maximum(lengths, 1)[:, None]).astype(x.dtype)
+            x = np.where(real[:, :, None], x, 0)  # padding may hold anything, NaN included
         if self.training:
             self._w = w
         return np.einsum("bt,btf->bf", w, x)

@@ -157,7 +157,7 @@ class GaussianNLLLoss(Loss):
         value = np.log(sigma) + 0.5 * z * z
         dmu = -z / sigma
         dsigma = 1 / sigma - z * z / sigma
-        draw = dsigma * (1 / (1 + np.exp(-raw)))  # softplus' = sigmoid
+        draw = dsigma * 0.5 * (1 + np.tanh(0.5 * raw))  # softplus' = sigmoid
         grad = np.stack([dmu, draw], axis=-1)
         mask = _step_mask(pred, lengths)
         if mask is not None:
@@ -234,7 +234,7 @@ class BCEWithLogitsLoss(Loss):
         target = _as_target("BCEWithLogitsLoss", target, logits)
         z = logits
         value = np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z)))
-        grad = 1 / (1 + np.exp(-z)) - target
+        grad = 0.5 * (1 + np.tanh(0.5 * z)) - target  # sigmoid(z) without overflow
         mask = _step_mask(logits, lengths)
         if mask is not None:
             m = mask.reshape(mask.shape + (1,) * (logits.ndim - 2)).astype(logits.dtype)
