@@ -83,21 +83,6 @@ class BaseEstimator:
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit() "
                                  f"before using this method")
 
-    def __setstate__(self, state):
-        # An unpickled array carries a fresh dtype object, equal to but not the numpy singleton;
-        # the native kernels check the dtype by identity, so re-view every network parameter
-        # with the canonical dtype (no copy).
-        self.__dict__.update(state)
-        for v in list(state.values()):
-            for m in (v if isinstance(v, (list, tuple)) else [v]):
-                if hasattr(m, "named_modules") and hasattr(m, "params"):
-                    for _, mod in m.named_modules():
-                        if isinstance(getattr(mod, "dtype", None), np.dtype):
-                            mod.dtype = np.dtype(mod.dtype.name)
-                        for store in (mod.params, mod.grads):
-                            for k, a in store.items():
-                                store[k] = np.asarray(a, dtype=np.dtype(a.dtype.name))
-
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "model_")
 
