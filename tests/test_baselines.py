@@ -107,6 +107,10 @@ def test_cli_forecast_csv_and_demo_smoke(tmp_path, capsys):
     assert lines[0] == "time,forecast,lower,upper" and len(lines) == 6
     assert lines[1].startswith("2024-03-01")  # the day after the last one: the index was parsed
     assert (out / "forecast.png").stat().st_size > 1000
+    mask = os.umask(0)
+    os.umask(mask)
+    for f in ("forecast.csv", "forecast.png", "report.md"):  # ordinary files, not mkstemp's 0600
+        assert (out / f).stat().st_mode & 0o777 == 0o666 & ~mask
     assert "seasonal period 7" in (out / "report.md").read_text()
     assert main(["forecast", str(path), "--column", "nope", "--out", str(out)]) == 1
     assert "not a column" in capsys.readouterr().err

@@ -9,6 +9,12 @@ import tempfile
 import time
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_text(path, text: str) -> str:
     """Write text to path atomically (temp file in the same folder, fsync, rename)."""
     path = os.fspath(path)
@@ -20,6 +26,7 @@ def write_text(path, text: str) -> str:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -20,8 +20,9 @@ DEFAULT_DATASETS = ("GunPoint", "JapaneseVowels")
 def _describe(X):
     if isinstance(X, list):
         lens = [np.shape(x)[-1] for x in X]
-        return f"{len(X)} cases, {np.shape(X[0])[0]} channels, lengths {min(lens)}..{max(lens)}"
-    return f"{X.shape[0]} cases, {X.shape[1]} channels, length {X.shape[2]}"
+        C = np.shape(X[0])[0]
+        return f"{len(X)} cases, {C} channel{'s' * (C > 1)}, lengths {min(lens)}..{max(lens)}"
+    return f"{X.shape[0]} cases, {X.shape[1]} channel{'s' * (X.shape[1] > 1)}, length {X.shape[2]}"
 
 
 def _loss_figure(path, curves):

@@ -11,6 +11,12 @@ import sys
 import tempfile
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _pyplot():
     try:
         import matplotlib
@@ -34,6 +40,7 @@ def save_figure(fig, path) -> str:
             fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
