@@ -171,6 +171,9 @@ def test_sklearn_conventions():
     assert f.score(noisy_sine(n=125)[120:]) < 0  # negative RMSE
     g = pickle.loads(pickle.dumps(f))
     np.testing.assert_array_equal(g.predict(5), f.predict(5))
+    # as a Pipeline's final step: fit(series), predict(horizon)
+    pipe = require("sklearn", "sklearn.pipeline").Pipeline([("lstm", Forecaster(**FAST))]).fit(y)
+    np.testing.assert_array_equal(pipe.predict(5), f.predict(5))
 
 
 def test_plot_writes_a_png(tmp_path):
