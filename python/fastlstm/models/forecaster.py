@@ -16,11 +16,15 @@ What happens inside, and why (each is a constructor argument):
 - horizon=H > 1: direct multi-output (one head of H outputs, no error feedback); predicting past
   H recurses block by block on the model's own outputs.
 - training: Adam, lr 5e-3 decayed to 0 by a cosine schedule over about 800 updates of 32
-  windows, gradient norm clipped at 1 — a fixed budget that learns series of 100..10,000 points
-  without a validation split (short series cannot spare one).
-- intervals: empirical quantiles of the in-sample errors at each horizon step (of the summed
-  errors when differencing), scaled per series; optimistic when the model overfits — check them
-  with backtest().
+  windows, gradient norm clipped at 1 — a fixed budget rather than early stopping: the short
+  series this is for (114..309 points checked) cannot spare a validation split.
+- n_models=3: three differently seeded LSTMs averaged — on a series of 100..300 points one
+  network's RMSE swings with its seed (Airline 24.8..31.0 alone, 24.9..25.7 as a trio).
+- intervals: empirical quantiles of the errors of a calibration model (trained on the first 80%
+  of the windows, scored on the last 20%, in time order) at each horizon step — summed errors
+  when differencing — scaled per series; widened like a random walk past the direct horizon. With
+  fewer than 10 calibration windows the in-sample errors stand in (optimistic). Backtests gave
+  59..98% coverage for the nominal 90% (Airline's growing seasonal swings: the low end, 59..76%).
 - many series (a list, or an aeon (n_cases, n_channels, n_timepoints) array): one global model
   over the windows of all of them, each series scaled on its own.
 - extra input series (X, or the other columns of a DataFrame): fed as inputs at past steps only,
