@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench.peers import PEER_NAMES
 
     ap = argparse.ArgumentParser(prog=PROG, description="fastlstm command line")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{bench,config}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{bench,config,demo,forecast}")
     sub.add_parser("config", help="show the backend, runtime ISA, threads and versions")
     b = sub.add_parser("bench", help="benchmark every backend side by side with torch and onnxruntime",
                        description="Check every contender against the NumPy reference, then time "
@@ -96,7 +96,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "fastlstm.fit against a PyTorch loop and Keras model.fit (--quick: 2 repeats)")
     b.add_argument("--problems", type=_names_arg(("forecast", "classify", "char-lm", "seq2seq"), "problem"),
                    metavar="NAME[,NAME...]", help="with --fit: the problems to run (default: all four)")
+    _add_demo_parsers(sub)
     return ap
+
+
+def _add_demo_parsers(sub):
+    """`demo KIND` (each KIND is a module of fastlstm.demos) and `forecast FILE.csv`."""
+    from .demos import kinds
+
+    d = sub.add_parser("demo", help="run a ready estimator on real data beside its baselines; "
+                                    "writes a report folder (markdown + PNG)")
+    d.add_argument("kind", choices=kinds())
+    d.add_argument("--out", metavar="DIR", help="report folder (default demo-report/KIND)")
+    d.add_argument("--datasets", type=lambda t: [v.strip() for v in t.split(",") if v.strip()],
+                   metavar="NAME[,NAME...]", help="data sets to run (default: the demo's own)")
+    d.add_argument("--smoke", action="store_true", help="tiny training budgets: checks the plumbing in seconds")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.add_argument("--seed", type=int, default=0)
+    f = sub.add_parser("forecast", help="forecast a column of your CSV file; writes forecast.csv and a plot")
+    f.add_argument("file", metavar="FILE.csv")
+    f.add_argument("--column", required=True, metavar="NAME", help="the numeric column to forecast")
+    f.add_argument("--horizon", type=_positive_int, default=12, metavar="N", help="steps ahead (default 12)")
+    f.add_argument("--date-column", metavar="NAME", help="time column (default: the first, if it holds dates)")
+    f.add_argument("--out", metavar="DIR", help="output folder (default forecast-<file stem>)")
+    f.add_argument("--smoke", action="store_true", help="tiny training budget")
+    f.add_argument("--no-progress", action="store_true")
+    f.add_argument("--seed", type=int, default=0)
 
 
 def bench_options(args, argv=None):
@@ -194,6 +219,15 @@ def main(argv=None) -> int:
 
         fastlstm.show_config()
         return 0
+    if args.command in ("demo", "forecast"):
+        import importlib
+
+        mod = importlib.import_module(f".demos.{args.kind if args.command == 'demo' else '_csv'}", __package__)
+        try:
+            return mod.main(args)
+        except (ValueError, ImportError, OSError) as e:  # bad data / missing extra: a message, not a traceback
+            print(f"{PROG} {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
     return _bench(args, argv[argv.index("bench") + 1:])
 
 
