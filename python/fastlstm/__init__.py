@@ -20,6 +20,7 @@ from .core import Prepacked, Tape, lstm_backward, lstm_forward, prepack, stepper
 from .functional import StackTape, lstm, lstm_grad
 from .layers import LSTM, PrepackedLSTM
 from . import data, optim, train  # noqa: E402  (after nn and layers)
+from .data import NotFittedError
 from .io import CheckpointError, load, save
 from .train import evaluate, fit, predict
 
@@ -29,7 +30,7 @@ __all__ = [
     "__version__", "backends", "BackendUnavailable", "set_backend", "config", "show_config",
     "set_num_threads", "get_num_threads", "lstm_forward", "lstm_backward", "Tape",
     "lstm", "lstm_grad", "StackTape", "LSTM", "PrepackedLSTM", "prepack", "Prepacked", "stepper",
-    "nn", "data", "optim", "train", "fit", "evaluate", "predict", "save", "load", "CheckpointError",
+    "nn", "data", "optim", "train", "fit", "evaluate", "predict", "save", "load", "CheckpointError", "NotFittedError",
 ]
 
 # Interop (issue 13): weights in and out (torch state_dicts, Keras files, ONNX tensors) and ONNX

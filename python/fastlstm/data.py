@@ -38,7 +38,7 @@ _NUMERIC_KINDS = "biuf"
 
 
 class NotFittedError(ValueError, AttributeError):
-    """A scaler or encoder was used before fit() (or from_state())."""
+    """A scaler, encoder or estimator was used before fit() (or from_state())."""
 
 
 # ---------------------------------------------------------------- argument checks

@@ -16,9 +16,7 @@ import inspect
 
 import numpy as np
 
-
-class NotFittedError(ValueError, AttributeError):
-    """A method that needs a fitted estimator was called before `fit`."""
+from ..data import NotFittedError  # one exception for scalers, encoders and estimators  # noqa: F401
 
 
 class BaseEstimator:
