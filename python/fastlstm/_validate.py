@@ -90,10 +90,11 @@ def as_lengths(lengths, T: int, B: int):
             raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
     if arr.shape != (B,):
         raise ValueError(f"lengths must have shape (B,) = ({B},), got {arr.shape}")
-    bad = np.flatnonzero((arr < 0) | (arr > T))  # before the cast: 2**63 must not wrap to < 0
-    if bad.size:
-        raise ValueError(f"lengths must lie in [0, T] = [0, {T}], got lengths[{bad[0]}] = {arr[bad[0]]}")
-    return np.array(arr, dtype=np.int64, order="C", copy=True)
+    arr = np.array(arr, copy=True)  # the private copy is what is checked and what is used
+    if arr.min() < 0 or arr.max() > T:  # before the cast: 2**63 must not wrap to < 0
+        bad = int(np.flatnonzero((arr < 0) | (arr > T))[0])
+        raise ValueError(f"lengths must lie in [0, T] = [0, {T}], got lengths[{bad}] = {arr[bad]}")
+    return arr.astype(np.int64, copy=False)
 
 
 def weights(W_ih, W_hh, b, dtype=None, I=None):
