@@ -203,6 +203,13 @@ static void pack_rows(const float* Wm, long ldw, long K, long N, long Nvalid, co
   });
 }
 
+// Threads for a GEMM-like product: one per kGemmFlopsPerThread of work. Waking a worker and
+// pulling the operands into its cache costs a few µs; 2 MFLOP is ~15 µs on one Zen 4 core.
+constexpr double kGemmFlopsPerThread = 2e6;
+static int gemm_threads(int threads, double flops) {
+  return (int)std::max(1.0, std::min<double>(threads, flops / kGemmFlopsPerThread));
+}
+
 // ---------------------------------------------------------------------------------------------
 // GEMM: C(M, N) = A(M, K)·B + bias  (or C += A·B when accumulate), B prepacked by pack_*.
 // A(i,k) = A[i·ars + k·acs] (row-major or transposed); only columns < N of C are written.
@@ -273,8 +280,7 @@ struct Gemm {
           for (long c = 0; c < N; ++c) C[i * ldc + c] = bias ? bias[c] : 0.f;
       return;
     }
-    double flops = 2.0 * M * N * K;
-    int n = (int)std::min<double>(threads, std::max(1.0, flops / 2e6));
+    int n = gemm_threads(threads, 2.0 * M * N * K);
     bool split_m = M >= (long)MR * 4 * n;
     if (!split_m) n = (int)std::min<long>(n, panels);
     parallel_run(std::max(1, n), [&](int tid, Team& team) {
@@ -440,6 +446,23 @@ static inline void cell(V (&z)[4], V c_prev, V& c, V& h) {
   h = mul(z[3], tanh_(c));                   // h_t = o ⊙ tanh(c_t)
 }
 
+// Its backward on the same vector of units (DESIGN.md §1): z holds the activated gates i, f, g, o
+// that forward kept, dh = dy_t + the next step's dh_{t-1}. dz gets the pre-activation gradients
+// [di, df, dg, do]; dc comes in as the next step's dc_{t-1} and leaves as this step's.
+static inline void cell_backward(const V (&z)[4], V c, V c_prev, V dh, V& dc, V (&dz)[4]) {
+  const V one = set1(1.f);
+  const V i = z[0], f = z[1], g = z[2], o = z[3];
+  const V tc = tanh_(c);                                  // h_t = o ⊙ tanh(c_t)
+  const V d_o = mul(dh, tc);
+  const V dct = fmadd(mul(dh, o), fnmadd(tc, tc, one), dc);
+  const V di = mul(dct, g), dg = mul(dct, i), df = mul(dct, c_prev);  // c_t = f ⊙ c_{t-1} + i ⊙ g
+  dz[0] = mul(mul(di, i), sub(one, i));                    // σ' = σ(1−σ)
+  dz[1] = mul(mul(df, f), sub(one, f));
+  dz[2] = mul(dg, fnmadd(g, g, one));                      // tanh' = 1 − tanh²
+  dz[3] = mul(mul(d_o, o), sub(one, o));
+  dc = mul(dct, f);                                        // dc_{t-1}
+}
+
 template <int MR>
 static inline void fwd_tile(const FwdStep& s, long p, long r0) {
   const long G = 4 * s.Hp;
@@ -452,12 +475,16 @@ static inline void fwd_tile(const FwdStep& s, long p, long r0) {
   }
   micro<MR, 4>(s.Hp, s.hprev + r0 * s.ldh, s.ldh, 1, s.Whp + p * s.Hp * 4 * W, acc);
   const long u0 = p * W;
-  const int ny = (int)std::min<long>(W, s.H - u0);
+  const int ny = (int)std::max<long>(0, std::min<long>(W, s.H - u0));
   FL_UNROLL for (int i = 0; i < MR; ++i) {
     const long row = r0 + i;
     float* cp = s.c + row * s.Hp + u0;
     V c, h;
     cell(acc[i], load(cp), c, h);
+    if (ny < W) {  // padded units stay exactly 0: an inf in x or h0 times their zero weights
+      c = first_n(c, ny);  // is NaN there, and h_{t-1}'s padded lanes meet zero W_hh rows
+      h = first_n(h, ny);  // (NaN · 0 = NaN) in every unit of the next step
+    }
     store(cp, c);
     if (row < s.rows_next) store(s.hnext + row * s.ldh + u0, h);
     if (s.cout) {  // training: keep activated gates and c_t for backward
@@ -647,6 +674,75 @@ static void lstm_step(const Packed& P, const float* x, float* h, float* c, int B
 }
 
 // ---------------------------------------------------------------------------------------------
+// Backward's merged-GEMM helpers.
+
+// dX = dZ·W_ih for small I as I dot products of length 4Hp per row: WT = W_ihᵀ with its G
+// columns in gate-interleaved order (I rows of G). A 4W-wide GEMM panel computes 64 columns
+// (AVX-512) for I of them: at (24,32,1,50) that padded product cost as many FLOPs as the whole
+// forward. Tiles of RB rows × IB inputs share each load; one horizontal sum per output.
+constexpr int kDotMaxI = 16;
+template <int RB, int IB>
+static inline void dot_tile(long G, const float* dz, long ldz, const float* WT, float* const* out) {
+  V acc[RB][IB];
+  FL_UNROLL for (int r = 0; r < RB; ++r) FL_UNROLL for (int i = 0; i < IB; ++i) acc[r][i] = zero();
+  for (long k = 0; k < G; k += W) {
+    V w[IB];
+    FL_UNROLL for (int i = 0; i < IB; ++i) w[i] = load(WT + i * G + k);
+    FL_UNROLL for (int r = 0; r < RB; ++r) {
+      const V d = load(dz + r * ldz + k);
+      FL_UNROLL for (int i = 0; i < IB; ++i) acc[r][i] = fmadd(d, w[i], acc[r][i]);
+    }
+  }
+  FL_UNROLL for (int r = 0; r < RB; ++r) FL_UNROLL for (int i = 0; i < IB; ++i) out[r][i] = hsum(acc[r][i]);
+}
+
+// dX rows n of (N, I) compact dZ rows; output row src[n] (src null: n).
+static void dx_dots(long N, long I, long G, const float* dZ, long ldz, const float* WT, float* dx, const long* src,
+                    int threads) {
+  constexpr int RB = 4, IB = 4;
+  const int nth = gemm_threads(threads, 2.0 * N * I * G);
+  parallel_run(nth, [&](int tid, Team& team) {
+    long n0, n1;
+    split_range(N, team.size(), tid, RB, &n0, &n1);
+    for (long n = n0; n < n1; n += RB) {
+      const int rb = (int)std::min<long>(RB, n1 - n);
+      float* out[RB];
+      for (int r = 0; r < rb; ++r) out[r] = dx + (src ? src[n + r] : n + r) * I;
+      for (long i = 0; i < I; i += IB) {
+        const int ib = (int)std::min<long>(IB, I - i);
+        float* o[RB];
+        for (int r = 0; r < rb; ++r) o[r] = out[r] + i;
+        const float* dz = dZ + n * ldz;
+        with_rows<RB>(rb, [&]<int R>() {
+          with_rows<IB>(ib, [&]<int C>() { dot_tile<R, C>(G, dz, ldz, WT + i * G, o); });
+        });
+      }
+    }
+  });
+}
+
+// [X | H_prev] as the B operand of [dW_ih | dW_hh] = dZᵀ·[X | H_prev]: K = N compact rows,
+// I + H columns in 4W-wide panels; X row n is x row src[n] (src null: n).
+static void pack_xh(const float* x, long I, const long* src, const float* hp, long ldh, long H, long N, float* out,
+                    int threads) {
+  constexpr long NR = 4 * W;
+  const long cols = I + H;
+  for_panels((cols + NR - 1) / NR, N * cols, threads, [&](long j) {
+    float* o = out + j * N * NR;
+    const long c0 = j * NR;
+    for (long n = 0; n < N; ++n) {
+      const float* xr = x + (src ? src[n] : n) * I;
+      const float* hr = hp + n * ldh;
+      float* on = o + n * NR;
+      long c = 0;
+      for (; c < NR && c0 + c < I; ++c) on[c] = xr[c0 + c];
+      for (; c < NR && c0 + c < cols; ++c) on[c] = hr[c0 + c - I];
+      for (; c < NR; ++c) on[c] = 0.f;
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Backward. Per step: the elementwise part, then dh_{t-1} = dz·W_hh. Threads split the rows
 // (no barrier) or the units: elementwise for this thread's units, a barrier, then this
 // thread's columns of dh_{t-1} over all rows of the step (split_rows decides, as in forward).
@@ -695,25 +791,17 @@ static void lstm_backward(const BackwardArgs& a) {
         for (long p = u0 / W; p < u1 / W; ++p) {
           const long u = p * W;
           const int ny = (int)std::max<long>(0, std::min<long>(W, H - u));
-          V dyv = ny == W ? load(dyr + u) : load_n(dyr + u, ny);
-          V dhv = add(load(dh + (long)j * Hp + u), dyv);
-          V dcv = load(dc + (long)j * Hp + u);
           const float* g = gr + p * 4 * W;
-          V i = load(g), f = load(g + W), gg = load(g + 2 * W), o = load(g + 3 * W);
-          V one = set1(1.f);
-          // h_t = o ⊙ tanh(c_t)
-          V tc = tanh_(load(cr + u));
-          V d_o = mul(dhv, tc);
-          V dcs = fmadd(mul(dhv, o), fnmadd(tc, tc, one), dcv);
-          // c_t = f ⊙ c_{t-1} + i ⊙ g
-          V di = mul(dcs, gg), dg = mul(dcs, i), df = mul(dcs, load(cpr + u));
-          store(dc + (long)j * Hp + u, mul(dcs, f));
-          // through the activations: σ' = σ(1−σ), tanh' = 1 − tanh²
-          float* dz = dzr + p * 4 * W;
-          store(dz, mul(mul(di, i), sub(one, i)));
-          store(dz + W, mul(mul(df, f), sub(one, f)));
-          store(dz + 2 * W, mul(dg, fnmadd(gg, gg, one)));
-          store(dz + 3 * W, mul(mul(d_o, o), sub(one, o)));
+          const V z[4] = {load(g), load(g + W), load(g + 2 * W), load(g + 3 * W)};
+          V dhv = add(load(dh + (long)j * Hp + u), ny == W ? load(dyr + u) : load_n(dyr + u, ny));
+          V dcv = load(dc + (long)j * Hp + u);
+          V dz[4];
+          cell_backward(z, load(cr + u), load(cpr + u), dhv, dcv, dz);
+          store(dc + (long)j * Hp + u, dcv);
+          float* dzp = dzr + p * 4 * W;
+          if (ny < W)  // padded units: dz exactly 0, whatever inf or NaN reached their lanes
+            FL_UNROLL for (int q = 0; q < 4; ++q) dz[q] = first_n(dz[q], ny);
+          FL_UNROLL for (int q = 0; q < 4; ++q) store(dzp + q * W, dz[q]);
         }
       }
       if (!by_rows) team.barrier();  // a units split needs every unit's dz
@@ -754,37 +842,33 @@ static void lstm_backward(const BackwardArgs& a) {
   // merged GEMMs over all real steps
   bool identity = N == (long)T * B;
   for (long n = 0; identity && n < N; ++n) identity = ws.src[n] == n;
+  const long* src = identity ? nullptr : ws.src.data();
+  if (!identity) std::memset(a.dx, 0, sizeof(float) * (size_t)T * B * I);  // padding gets no gradient
   // dX = dZ · W_ih   (K = 4Hp gate-interleaved rows of W_ih)
-  {
+  if (I <= kDotMaxI) {
+    float* WT = scratch(S_WIHB, (size_t)I * G);
+    for (long r = 0; r < G; ++r)
+      for (long i = 0; i < I; ++i) WT[i * G + r] = rows[r] >= 0 ? a.W_ih[(long)rows[r] * I + i] : 0.f;
+    dx_dots(N, I, G, dZ, ldz, WT, a.dx, src, a.threads);
+  } else {
     float* Wih_b = scratch(S_WIHB, (size_t)G * ((I + 4 * W - 1) / (4 * W)) * 4 * W);
     pack_rows(a.W_ih, I, G, I, I, rows.data(), 4 * W, Wih_b, a.threads);
     if (identity) {
       Gemm4::run(N, I, G, dZ, ldz, 1, Wih_b, a.dx, I, nullptr, false, a.threads);
     } else {
-      std::memset(a.dx, 0, sizeof(float) * (size_t)T * B * I);  // padding gets no gradient
       float* dXc = scratch(S_DXC, (size_t)N * I);
       Gemm4::run(N, I, G, dZ, ldz, 1, Wih_b, dXc, I, nullptr, false, a.threads);
-      for (long n = 0; n < N; ++n) std::memcpy(a.dx + ws.src[n] * I, dXc + n * I, sizeof(float) * I);
+      for (long n = 0; n < N; ++n) std::memcpy(a.dx + src[n] * I, dXc + n * I, sizeof(float) * I);
     }
   }
-  // dW_ih = dZᵀ · X and dW_hh = dZᵀ · H_prev  (A = dZᵀ: ars = 1, acs = 4Hp)
+  // [dW_ih | dW_hh] = dZᵀ · [X | H_prev] in one GEMM (A = dZᵀ: ars = 1, acs = ldz), so dZᵀ is
+  // packed once; I + H columns padded once (padded separately, I = 1 cost a whole zero panel)
   {
-    const float* X = a.x;
-    if (!identity) {
-      float* Xc = scratch(S_XC, (size_t)N * I);
-      gather_rows(a.x, I, ws.src, Xc);
-      X = Xc;
-    }
-    // one GEMM for both: B = [X | H_prev] (each padded to whole panels), so dZᵀ is packed once
-    long pI = (I + 4 * W - 1) / (4 * W) * 4 * W, pH = (H + 4 * W - 1) / (4 * W) * 4 * W;
-    float* XHb = scratch(S_XB, (size_t)std::max<long>(N, 1) * (pI + pH));
-    pack_rows(X, I, N, I, I, nullptr, 4 * W, XHb, a.threads);
-    pack_rows(ws.hprev.get(), ws.ldh, N, H, H, nullptr, 4 * W, XHb + (size_t)N * pI, a.threads);
-    float* dWc = scratch(S_DWI, (size_t)G * (pI + pH));  // (G, pI + pH): dW_ih | dW_hh
-    Gemm4::run(G, pI + pH, N, dZ, 1, ldz, XHb, dWc, pI + pH, nullptr, false, a.threads);
-    const float* dWi = dWc;
-    const float* dWh = dWc + pI;
-    const long ldw = pI + pH;
+    const long ldw = (I + H + 4 * W - 1) / (4 * W) * (4 * W);
+    float* XHb = scratch(S_XB, (size_t)std::max<long>(N, 1) * ldw);
+    pack_xh(a.x, I, src, ws.hprev.get(), ws.ldh, H, N, XHb, a.threads);
+    float* dWc = scratch(S_DWI, (size_t)G * ldw);  // (G, ldw): dW_ih | dW_hh
+    Gemm4::run(G, I + H, N, dZ, 1, ldz, XHb, dWc, ldw, nullptr, false, a.threads);
     std::vector<float> dbp(G, 0.f);
     for (long n = 0; n < N; ++n) {
       const float* z = dZ + n * ldz;
@@ -792,8 +876,8 @@ static void lstm_backward(const BackwardArgs& a) {
     }
     for (long r = 0; r < G; ++r) {
       if (rows[r] < 0) continue;
-      std::memcpy(a.dW_ih + (long)rows[r] * I, dWi + r * ldw, sizeof(float) * I);
-      std::memcpy(a.dW_hh + (long)rows[r] * H, dWh + r * ldw, sizeof(float) * H);
+      std::memcpy(a.dW_ih + (long)rows[r] * I, dWc + r * ldw, sizeof(float) * I);
+      std::memcpy(a.dW_hh + (long)rows[r] * H, dWc + r * ldw + I, sizeof(float) * H);
       a.db[rows[r]] = dbp[r];
     }
   }

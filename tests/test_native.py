@@ -304,3 +304,55 @@ def test_native_stepper_rejects_bad_state(native, rng):
         cell.step(x[0], h0, h0)
     with pytest.raises(ValueError, match=r"W_ih must have shape \(4H, I\)"):
         fastlstm.stepper(W_ih[:5], W_hh, b)
+
+
+@pytest.mark.parametrize("isa", NATIVE_ISAS)
+@pytest.mark.parametrize("where", ["x", "h0"])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+@pytest.mark.parametrize("fused", [True, False])
+def test_infinite_inputs_follow_the_reference(isa, where, sign, fused, native, core, rng):
+    """IEEE semantics: ±inf in x or h0 gives the reference's result (finite where it is finite).
+    The padded hidden units' zero weights once turned inf into NaN (inf·0) that reached every
+    unit through the next step's h_{t-1}; the issue's case first, then a random one."""
+    if isa not in core.supported_isas():
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    cases = []
+    x = np.zeros((2, 1, 1), np.float32)
+    W, b = np.full((4, 1), 0.5, np.float32), np.full(4, 0.5, np.float32)
+    h0 = np.zeros((1, 1), np.float32)
+    (x if where == "x" else h0)[0, 0] = sign * np.inf
+    cases.append((x, W, W, b, h0, h0.copy()))
+    T, B, I, H = 3, 13, 3, 19  # H odd: a partly padded vector and a wholly padded one
+    args = list(random_problem(rng, T, B, I, H, dtype=np.float32))
+    if where == "x":
+        args[0][0, 4, 1] = sign * np.inf
+    else:
+        args[4][4, 7] = sign * np.inf
+    cases.append(tuple(args))
+    old = core._set_fuse_rows(0 if fused else 1 << 30)
+    try:
+        for x, W_ih, W_hh, b, h0, c0 in cases:
+            T, B, H = x.shape[0], x.shape[1], W_hh.shape[1]
+            a64 = [a.astype(np.float64) for a in (x, W_ih, W_hh, b, h0, c0)]
+            with np.errstate(invalid="ignore"):
+                *fr, ws_r = ref.lstm_forward(*a64, None, False, True)
+                dy, z = np.ones((T, B, H)), np.zeros((B, H))
+                gr = ref.lstm_backward(dy, z, z, ws_r, *a64[:3], *a64[4:], None, False)
+            with native.use_isa(isa):
+                *fn, ws_n = core.lstm_forward(x, W_ih, W_hh, b, h0, c0, None, False, True)
+                assert core._last_fused() is fused and native.last_isa() == isa
+                gn = core.lstm_backward(dy.astype(np.float32), z.astype(np.float32), z.astype(np.float32), ws_n,
+                                        x, W_ih, W_hh, h0, c0, None, False)
+            for name, got, want in zip(("y", "hT", "cT", "dx", "dW_ih", "dW_hh", "db", "dh0", "dc0"),
+                                       fn + list(gn), fr + list(gr)):
+                np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want), err_msg=name)
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, equal_nan=True, err_msg=name)
+            if where == "x":  # the streaming step too
+                cell = core.Cell(W_ih, W_hh, b)
+                h, c = h0.copy(), c0.copy()
+                with native.use_isa(isa):
+                    for t in range(T):
+                        cell.step(x[t], h, c)
+                np.testing.assert_allclose(h, fr[1], rtol=1e-4, atol=1e-4, equal_nan=True)
+    finally:
+        core._set_fuse_rows(old)
