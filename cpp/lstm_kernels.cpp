@@ -477,7 +477,8 @@ static inline void fwd_tile(const FwdStep& s, long p, long r0) {
     FL_UNROLL for (int i = 0; i < MR; ++i) FL_UNROLL for (int q = 0; q < 4; ++q)
       acc[i][q] = load(s.zx + (r0 + i) * G + p * 4 * W + q * W);
   }
-  micro<MR, 4>(s.Hp, s.hprev + r0 * s.ldh, s.ldh, 1, s.Whp + p * s.Hp * 4 * W, acc);
+  // K = H, not Hp: the packed rows k >= H are zero (at H = 50 on AVX-512, 22% of the FLOPs)
+  micro<MR, 4>(s.H, s.hprev + r0 * s.ldh, s.ldh, 1, s.Whp + p * s.Hp * 4 * W, acc);
   const long u0 = p * W;
   const int ny = (int)std::max<long>(0, std::min<long>(W, s.H - u0));
   FL_UNROLL for (int i = 0; i < MR; ++i) {
