@@ -351,6 +351,20 @@ static std::vector<int> gate_rows(int H, int Hp) {
 // (the recurrent FLOPs grow as Hp²), so one vector is the padding, not the 2W panel of the
 // backward's per-step GEMM (that one pads its own output, see ldd in lstm_backward).
 // H = 100 on AVX-512: Hp = 112 instead of 128, 23% fewer recurrent FLOPs.
+// dZ's compact order: the gate-interleaved one without the padded units, so the backward's
+// GEMMs (K = 4H per step, M = 4H for dW) do no work on them. Only the last panel is partial
+// (Hp = H rounded up to W): its ny units hold [i | f | g | o] as 4 runs of ny. Compact index ->
+// row of a PyTorch (4H, ·) weight. At H = 50 on AVX-512 the padded layout was 22% zeros.
+static std::vector<int> compact_gate_rows(int H) {
+  std::vector<int> m(4 * (size_t)H);
+  for (int p = 0; p * W < H; ++p) {
+    const int ny = std::min(W, H - p * W);
+    for (int q = 0; q < 4; ++q)
+      for (int u = 0; u < ny; ++u) m[p * 4 * W + q * ny + u] = q * H + p * W + u;
+  }
+  return m;
+}
+
 static inline int padded_hidden(int H) { return (H + W - 1) / W * W; }
 
 // Threads for the recurrent loop: a barrier per step costs ~0.2 µs, so tiny steps run serially.
@@ -681,8 +695,8 @@ static void lstm_step(const Packed& P, const float* x, float* h, float* c, int B
 // ---------------------------------------------------------------------------------------------
 // Backward's merged-GEMM helpers.
 
-// dX = dZ·W_ih for small I as I dot products of length 4Hp per row: WT = W_ihᵀ with its G
-// columns in gate-interleaved order (I rows of G). A 4W-wide GEMM panel computes 64 columns
+// dX = dZ·W_ih for small I as I dot products of length 4H per row: WT = W_ihᵀ with its G = 4H
+// columns in dZ's compact gate order (I rows of G). A 4W-wide GEMM panel computes 64 columns
 // (AVX-512) for I of them: at (24,32,1,50) that padded product cost as many FLOPs as the whole
 // forward. Tiles of RB rows × IB inputs share each load; one horizontal sum per output.
 constexpr int kDotMaxI = 16;
@@ -690,11 +704,21 @@ template <int RB, int IB>
 static inline void dot_tile(long G, const float* dz, long ldz, const float* WT, float* const* out) {
   V acc[RB][IB];
   FL_UNROLL for (int r = 0; r < RB; ++r) FL_UNROLL for (int i = 0; i < IB; ++i) acc[r][i] = zero();
-  for (long k = 0; k < G; k += W) {
+  long k = 0;
+  for (; k + W <= G; k += W) {
     V w[IB];
     FL_UNROLL for (int i = 0; i < IB; ++i) w[i] = load(WT + i * G + k);
     FL_UNROLL for (int r = 0; r < RB; ++r) {
       const V d = load(dz + r * ldz + k);
+      FL_UNROLL for (int i = 0; i < IB; ++i) acc[r][i] = fmadd(d, w[i], acc[r][i]);
+    }
+  }
+  if (k < G) {
+    const int n = (int)(G - k);
+    V w[IB];
+    FL_UNROLL for (int i = 0; i < IB; ++i) w[i] = load_n(WT + i * G + k, n);
+    FL_UNROLL for (int r = 0; r < RB; ++r) {
+      const V d = load_n(dz + r * ldz + k, n);
       FL_UNROLL for (int i = 0; i < IB; ++i) acc[r][i] = fmadd(d, w[i], acc[r][i]);
     }
   }
@@ -757,17 +781,18 @@ static void lstm_backward(const BackwardArgs& a) {
   const long G = 4L * Hp;
   const int Teff = (int)ws.Bs.size();
   const long N = ws.off.back();
-  std::vector<int> rows = gate_rows(H, Hp);
+  const long Gz = 4L * H;  // dZ's compact width (compact_gate_rows)
+  std::vector<int> rows = compact_gate_rows(H);
 
-  // W_hh as the B operand of dz·W_hh: K = 4Hp gate-interleaved rows, ldd columns, 2W-wide
-  // panels; dh rows are ldd = Hp rounded up to 2W long, so the last panel needs no tail case
+  // W_hh as the B operand of dz·W_hh: K = 4H compact gate rows, ldd columns, 2W-wide panels;
+  // dh rows are ldd = Hp rounded up to 2W long, so the last panel needs no tail case
   const long ldd = (Hp + 2 * W - 1) / (2 * W) * (2 * W);
-  float* Whh_b = scratch(S_WHHB, (size_t)G * ldd);
-  pack_rows(a.W_hh, H, G, ldd, H, rows.data(), 2 * W, Whh_b, a.threads);
+  float* Whh_b = scratch(S_WHHB, (size_t)Gz * ldd);
+  pack_rows(a.W_hh, H, Gz, ldd, H, rows.data(), 2 * W, Whh_b, a.threads);
 
   // dZ rows are padded by one cache line: with a power-of-two stride the 12 rows one register
   // tile reads per k all fall into the same L1 set (8 ways) and evict each other.
-  const long ldz = G + 16;
+  const long ldz = (Gz + 15) / 16 * 16 + 16;
   float* dZ = scratch(S_DZ, (size_t)N * ldz);
   float* dh = scratch(S_DH, (size_t)B * ldd);
   float* dc = scratch(S_DC, (size_t)B * Hp);
@@ -779,7 +804,7 @@ static void lstm_backward(const BackwardArgs& a) {
   }
 
   const int nth = loop_threads(a.threads, B, Hp);
-  const bool by_rows = split_rows(ws.Bs, B, nth, 4.0 * G * Hp);
+  const bool by_rows = split_rows(ws.Bs, B, nth, 4.0 * Gz * ldd);
   parallel_run(nth, [&](int tid, Team& team) {  // the team may be smaller than nth (busy pool)
     long u0 = 0, u1 = Hp, r0 = 0, r1 = B;
     if (by_rows) row_range(ws.len, N, team.size(), tid, &r0, &r1);
@@ -805,20 +830,19 @@ static void lstm_backward(const BackwardArgs& a) {
           V dz[4];
           cell_backward(z, load(cr + u), load(cpr + u), dhv, dcv, dz);
           store(dc + (long)j * Hp + u, dcv);
-          float* dzp = dzr + p * 4 * W;
-          if (ny < W)  // padded units: dz exactly 0, whatever inf or NaN reached their lanes
-            FL_UNROLL for (int q = 0; q < 4; ++q) dz[q] = first_n(dz[q], ny);
-          FL_UNROLL for (int q = 0; q < 4; ++q) store(dzp + q * W, dz[q]);
+          float* dzp = dzr + p * 4 * W;  // compact: the padded units' lanes are not stored
+          if (ny == W) FL_UNROLL for (int q = 0; q < 4; ++q) store(dzp + q * W, dz[q]);
+          else FL_UNROLL for (int q = 0; q < 4; ++q) store_n(dzp + q * ny, dz[q], ny);
         }
       }
       if (!by_rows) team.barrier();  // a units split needs every unit's dz
       // dh_{t-1}[rows, u0:u1] = dz · W_hh[:, u0:u1]   (z_t = ... + h_{t-1}·W_hhᵀ)
       // K-blocked so a KCS × 2W slice of W_hh stays in L1 across all row tiles of the step
       const float* dzs = dZ + n0 * ldz;
-      for (long kc0 = 0; kc0 < G; kc0 += KCS) {
-        const long kc = std::min<long>(KCS, G - kc0);
+      for (long kc0 = 0; kc0 < Gz; kc0 += KCS) {
+        const long kc = std::min<long>(KCS, Gz - kc0);
         for (long jj = u0 / (2 * W); jj < (u1 + 2 * W - 1) / (2 * W); ++jj) {
-          const float* bp = Whh_b + jj * G * 2 * W + kc0 * 2 * W;
+          const float* bp = Whh_b + jj * Gz * 2 * W + kc0 * 2 * W;
           for_tiles<MR2>((int)(j1 - j0), [&]<int M>(int r) {
             const long r0 = j0 + r;
             {
@@ -851,20 +875,20 @@ static void lstm_backward(const BackwardArgs& a) {
   for (long n = 0; identity && n < N; ++n) identity = ws.src[n] == n;
   const long* src = identity ? nullptr : ws.src.data();
   if (!identity) std::memset(a.dx, 0, sizeof(float) * (size_t)T * B * I);  // padding gets no gradient
-  // dX = dZ · W_ih   (K = 4Hp gate-interleaved rows of W_ih)
+  // dX = dZ · W_ih   (K = 4H compact gate rows of W_ih)
   if (I <= kDotMaxI) {
-    float* WT = scratch(S_WIHB, (size_t)I * G);
-    for (long r = 0; r < G; ++r)
-      for (long i = 0; i < I; ++i) WT[i * G + r] = rows[r] >= 0 ? a.W_ih[(long)rows[r] * I + i] : 0.f;
-    dx_dots(N, I, G, dZ, ldz, WT, a.dx, src, a.threads);
+    float* WT = scratch(S_WIHB, (size_t)I * Gz);
+    for (long r = 0; r < Gz; ++r)
+      for (long i = 0; i < I; ++i) WT[i * Gz + r] = a.W_ih[(long)rows[r] * I + i];
+    dx_dots(N, I, Gz, dZ, ldz, WT, a.dx, src, a.threads);
   } else {
-    float* Wih_b = scratch(S_WIHB, (size_t)G * ((I + 4 * W - 1) / (4 * W)) * 4 * W);
-    pack_rows(a.W_ih, I, G, I, I, rows.data(), 4 * W, Wih_b, a.threads);
+    float* Wih_b = scratch(S_WIHB, (size_t)Gz * ((I + 4 * W - 1) / (4 * W)) * 4 * W);
+    pack_rows(a.W_ih, I, Gz, I, I, rows.data(), 4 * W, Wih_b, a.threads);
     if (identity) {
-      Gemm4::run(N, I, G, dZ, ldz, 1, Wih_b, a.dx, I, nullptr, false, a.threads);
+      Gemm4::run(N, I, Gz, dZ, ldz, 1, Wih_b, a.dx, I, nullptr, false, a.threads);
     } else {
       float* dXc = scratch(S_DXC, (size_t)N * I);
-      Gemm4::run(N, I, G, dZ, ldz, 1, Wih_b, dXc, I, nullptr, false, a.threads);
+      Gemm4::run(N, I, Gz, dZ, ldz, 1, Wih_b, dXc, I, nullptr, false, a.threads);
       for (long n = 0; n < N; ++n) std::memcpy(a.dx + src[n] * I, dXc + n * I, sizeof(float) * I);
     }
   }
@@ -874,15 +898,14 @@ static void lstm_backward(const BackwardArgs& a) {
     const long ldw = (I + H + 4 * W - 1) / (4 * W) * (4 * W);
     float* XHb = scratch(S_XB, (size_t)std::max<long>(N, 1) * ldw);
     pack_xh(a.x, I, src, ws.hprev.get(), ws.ldh, H, N, XHb, a.threads);
-    float* dWc = scratch(S_DWI, (size_t)G * ldw);  // (G, ldw): dW_ih | dW_hh
-    Gemm4::run(G, I + H, N, dZ, 1, ldz, XHb, dWc, ldw, nullptr, false, a.threads);
-    std::vector<float> dbp(G, 0.f);
+    float* dWc = scratch(S_DWI, (size_t)Gz * ldw);  // (4H, ldw): dW_ih | dW_hh, compact rows
+    Gemm4::run(Gz, I + H, N, dZ, 1, ldz, XHb, dWc, ldw, nullptr, false, a.threads);
+    std::vector<float> dbp(Gz, 0.f);
     for (long n = 0; n < N; ++n) {
       const float* z = dZ + n * ldz;
-      for (long r = 0; r < G; ++r) dbp[r] += z[r];
+      for (long r = 0; r < Gz; ++r) dbp[r] += z[r];
     }
-    for (long r = 0; r < G; ++r) {
-      if (rows[r] < 0) continue;
+    for (long r = 0; r < Gz; ++r) {
       std::memcpy(a.dW_ih + (long)rows[r] * I, dWc + r * ldw, sizeof(float) * I);
       std::memcpy(a.dW_hh + (long)rows[r] * H, dWc + r * ldw + I, sizeof(float) * H);
       a.db[rows[r]] = dbp[r];
