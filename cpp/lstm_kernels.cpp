@@ -76,6 +76,7 @@ static float* scratch(Slot s, size_t n) {
 }
 static void release_scratch() {
   for (auto& b : tls_scratch) { b.p.reset(); b.n = 0; }
+  release_buffer_pool();  // after the scratch, which may have gone to the pool
 }
 
 // ---------------------------------------------------------------------------------------------
