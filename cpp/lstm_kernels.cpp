@@ -119,14 +119,24 @@ static inline void for_tiles(int rows, F&& f) {
 // ---------------------------------------------------------------------------------------------
 // Packing B operands into panels of NR = NV·W columns: panel j is K rows × NR floats.
 // fn(j) for every panel j < panels, split over the team when the copy (`work` floats) is big.
+// A thread per kPackFloatsPerThread floats copied: a quarter million floats (1 MB) take ~50 µs,
+// which a worker's wake-up does not eat up.
+constexpr long kPackFloatsPerThread = 1L << 18;
+
+// Items 0..count-1 handed out one at a time to whoever of a dynamic team asks
+// (parallel_run(..., true)): a thread that joins late, or is descheduled on a loaded machine,
+// leaves its share to the others instead of holding up the call.
+template <class F>
+static void for_items(long count, int threads, F&& fn) {
+  std::atomic<long> next{0};
+  parallel_run((int)std::min<long>(threads, count), [&](int, Team&) {
+    for (long j; (j = next.fetch_add(1, std::memory_order_relaxed)) < count;) fn(j);
+  }, true);
+}
+
 template <class F>
 static void for_panels(long panels, long work, int threads, F&& fn) {
-  const int n = (int)std::min<long>(threads, std::max<long>(1, work / (1 << 18)));
-  parallel_run(n, [&](int tid, Team& team) {
-    long p0, p1;
-    split_range(panels, team.size(), tid, 1, &p0, &p1);
-    for (long j = p0; j < p1; ++j) fn(j);
-  });
+  for_items(panels, (int)std::min<long>(threads, std::max<long>(1, work / kPackFloatsPerThread)), fn);
 }
 
 #if defined(__AVX2__)
@@ -282,15 +292,16 @@ struct Gemm {
       return;
     }
     int n = gemm_threads(threads, 2.0 * M * N * K);
-    bool split_m = M >= (long)MR * 4 * n;
-    if (!split_m) n = (int)std::min<long>(n, panels);
-    parallel_run(std::max(1, n), [&](int tid, Team& team) {
+    // work items: blocks of rows (about 4 per thread, whole register tiles) or single panels
+    const bool split_m = M >= (long)MR * 4 * n || panels == 1;
+    const long rows = split_m && n > 1 ? std::max<long>(4L * MR, (M / (4L * n) + MR - 1) / MR * MR) : M;
+    const long items = split_m ? (M + rows - 1) / rows : panels;
+    for_items(items, n, [&](long it) {
       // sized to the problem: a full MC×KC block is over a megabyte of scratch per thread
       float* Ap = scratch(S_AP, (size_t)std::min<long>(MC, (M + MR - 1) / MR * MR) * std::min<long>(KC, K));
-      long a0 = 0, a1 = M, b0 = 0, b1 = panels;
-      if (split_m) split_range(M, team.size(), tid, MR, &a0, &a1);
-      else split_range(panels, team.size(), tid, 1, &b0, &b1);
-      if (a0 < a1 && b0 < b1) block(a0, a1, b0, b1, K, A, ars, acs, Bp, C, ldc, N, bias, accumulate, Ap);
+      if (split_m) block(it * rows, std::min(M, (it + 1) * rows), 0, panels, K, A, ars, acs, Bp, C, ldc, N, bias,
+                         accumulate, Ap);
+      else block(0, M, it, it + 1, K, A, ars, acs, Bp, C, ldc, N, bias, accumulate, Ap);
     });
   }
 };
@@ -368,12 +379,9 @@ static std::vector<int> compact_gate_rows(int H) {
 
 static inline int padded_hidden(int H) { return (H + W - 1) / W * W; }
 
-// Threads for the recurrent loop: a barrier per step costs ~0.2 µs, so tiny steps run serially.
-static int loop_threads(int threads, long Bmax, long Hp) {
-  double flops_step = 2.0 * Bmax * 4 * Hp * Hp;
-  if (flops_step < 2.5e5) return 1;
-  return (int)std::max<long>(1, std::min<long>(threads, (Hp + 2 * W - 1) / (2 * W)));
-}
+// Weights read every step stay cached while they fit half the L3 (32 MB on this EPYC, shared by
+// the cores; the other half holds the state, Zx or the workspace streams).
+constexpr double kCachedWeightBytes = 16e6;
 
 // Fuse the input projection into the recurrent tile when a step has rows enough for full
 // register tiles, and W_ih, now read every step, is cache-resident (both packed weights within
@@ -387,26 +395,55 @@ static bool fuse_input(long rows, long I, long Hp) {
   if (I <= 0) return false;
   if (min_rows >= 0) return rows >= min_rows;
   const double weight_bytes = 4.0 * (I + Hp) * 4 * Hp;
-  return rows >= 2L * MR4 && (weight_bytes <= 16e6 || 3 * rows >= I);
+  return rows >= 2L * MR4 && (weight_bytes <= kCachedWeightBytes || 3 * rows >= I);
 }
 
-// Whether threads split the batch rows rather than the hidden units. A row split needs no
-// barrier (a row's recurrence never reads another row), but every thread streams all the
-// weights each step and gets fewer rows per register tile: used with 8+ rows per thread and
-// weights within 16 MB. Measured with the bench CLI, 2 threads, rows vs FASTLSTM_SPLIT=units,
-// median of 3 rounds × 15 repeats: (100,16,128,128) forward −20%, training −5%;
-// (100,32,512,512) −5% / +3% (rounds at the small shape differ by up to ±25% on the 2-core VM).
+// How the recurrent loops (forward, backward) share work over threads: batch rows or hidden
+// units. A row split needs no barrier (a row's recurrence never reads another row), but every
+// thread streams all the weights each step and gets fewer rows per register tile: used with 8+
+// rows per thread and weights within kCachedWeightBytes. Measured with the bench CLI, 2 threads,
+// rows vs FASTLSTM_SPLIT=units, median of 3 rounds × 15 repeats: (100,16,128,128) forward −20%,
+// training −5%; (100,32,512,512) −5% / +3%.
 // Ragged lengths keep the units split: rows end one by one, and a thread left with a few
 // short rows runs thin tiles while the other works (the bench's medium-var shape, 2 threads:
 // 39.0 ms with rows against 34.9 ms with units, in two full runs of the bench).
-// Bs: rows active per step (the Order's, or the Workspace's in backward).
-static bool split_rows(const std::vector<int>& Bs, long B, int nth, double weight_bytes) {
+// A units split meets a barrier every step: on a loaded machine each one can wait for the other
+// thread's next time slice. Measured at load 7 on the 2 cores (2 vs 1 thread, min of 15):
+// (50,8,32,100) forward 0.24 -> 4.3 ms, (50,1,256,256) 0.52 -> 5.0 ms; row splits stayed
+// within ±15% of one thread at (100,32,10,100), (30,64,8,200), (60,32,100,300) but lost 2.3× at
+// (24,32,1,50), whose whole forward is ~0.13 ms. So the automatic rule splits units only when a
+// step is big (kUnitsSplitFlops, ~20 µs of one core: the barrier is a few % even when a
+// time slice is missed now and then), rows only when each thread gets kRowsSplitFlops of the
+// call (~100 µs: a cold worker's wake-up, ~30-50 µs, is then paid back), else one thread.
+// A forced policy (g_split, tests and measurements) keeps the old floor: a step of 2.5e5 FLOPs.
+constexpr double kUnitsSplitFlops = 4e6;   // per step
+constexpr double kRowsSplitFlops = 2e7;    // per thread, whole loop
+struct LoopPlan {
+  int threads;   // 1: serial
+  bool by_rows;  // else by hidden units
+};
+// Bs: rows active per step (the Order's, or the Workspace's in backward); weight_bytes: the
+// weights a step reads; loop_flops: the whole loop's multiply-adds ×2.
+static LoopPlan plan_loop(int threads, const std::vector<int>& Bs, long B, long Hp, double weight_bytes,
+                          double loop_flops) {
   const int policy = g_split.load(std::memory_order_relaxed);
   const bool ragged = !Bs.empty() && Bs.front() != Bs.back();
-  const bool rows = nth > 1 && (policy == 1 ? B >= nth
-                                            : policy == 0 && B >= 8L * nth && weight_bytes <= 16e6 && !ragged);
-  g_last_split.store(nth <= 1 ? 0 : rows ? 1 : 2, std::memory_order_relaxed);
-  return rows;
+  const double step_flops = 2.0 * B * 4 * Hp * Hp;
+  const int max_units = (int)((Hp + 2 * W - 1) / (2 * W));  // units are split in 2W chunks
+  LoopPlan plan{1, false};
+  if (threads > 1 && policy != 0) {
+    if (step_flops >= 2.5e5) {
+      plan.by_rows = policy == 1 && B >= threads;
+      plan.threads = plan.by_rows ? threads : std::min(threads, max_units);
+    }
+  } else if (threads > 1) {
+    if (B >= 8L * threads && weight_bytes <= kCachedWeightBytes && !ragged && loop_flops / threads >= kRowsSplitFlops)
+      plan = {threads, true};
+    else if (step_flops >= kUnitsSplitFlops && max_units > 1)
+      plan = {std::min(threads, max_units), false};
+  }
+  g_last_split.store(plan.threads <= 1 ? 0 : plan.by_rows ? 1 : 2, std::memory_order_relaxed);
+  return plan;
 }
 
 // Rows [r0, r1) of part i of `parts`: contiguous, with near-equal real steps (len: steps per
@@ -590,10 +627,12 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
     Cn = alloc((size_t)N * Hp);
   }
 
-  const int nth = loop_threads(a.threads, B, Hp);
   // Threads split the batch rows (independent for the whole sequence: no barrier at all) or
   // the hidden units (a barrier per step: every unit needs all of h_{t-1}).
-  const bool by_rows = split_rows(o.Bs, B, nth, 4.0 * ((fuse ? I : 0) + Hp) * G);  // weights read per step
+  const LoopPlan plan = plan_loop(a.threads, o.Bs, B, Hp, 4.0 * ((fuse ? I : 0) + Hp) * G,  // weights per step
+                                  2.0 * N * G * ((fuse ? I : 0) + H));
+  const int nth = plan.threads;
+  const bool by_rows = plan.by_rows;
   parallel_run(nth, [&](int tid, Team& team) {  // the team may be smaller than nth (busy pool)
     long u0 = 0, u1 = Hp, r0 = 0, r1 = B;
     if (by_rows) row_range(o.len, N, team.size(), tid, &r0, &r1);
@@ -731,9 +770,9 @@ static void dx_dots(long N, long I, long G, const float* dZ, long ldz, const flo
                     int threads) {
   constexpr int RB = 4, IB = 4;
   const int nth = gemm_threads(threads, 2.0 * N * I * G);
-  parallel_run(nth, [&](int tid, Team& team) {
-    long n0, n1;
-    split_range(N, team.size(), tid, RB, &n0, &n1);
+  const long rows = std::max<long>(64, (N / (4L * nth) + RB - 1) / RB * RB);  // ~4 items per thread
+  for_items((N + rows - 1) / rows, nth, [&](long it) {
+    const long n0 = it * rows, n1 = std::min(N, n0 + rows);
     for (long n = n0; n < n1; n += RB) {
       const int rb = (int)std::min<long>(RB, n1 - n);
       float* out[RB];
@@ -775,7 +814,7 @@ static void pack_xh(const float* x, long I, const long* src, const float* hp, lo
 // ---------------------------------------------------------------------------------------------
 // Backward. Per step: the elementwise part, then dh_{t-1} = dz·W_hh. Threads split the rows
 // (no barrier) or the units: elementwise for this thread's units, a barrier, then this
-// thread's columns of dh_{t-1} over all rows of the step (split_rows decides, as in forward).
+// thread's columns of dh_{t-1} over all rows of the step (plan_loop decides, as in forward).
 static void lstm_backward(const BackwardArgs& a) {
   const Workspace& ws = *a.ws;
   const int T = ws.T, B = ws.B, I = ws.I, H = ws.H, Hp = ws.Hp;
@@ -804,8 +843,9 @@ static void lstm_backward(const BackwardArgs& a) {
     std::memcpy(dc + (long)j * Hp, a.dcT + (long)ws.perm[j] * H, sizeof(float) * H);
   }
 
-  const int nth = loop_threads(a.threads, B, Hp);
-  const bool by_rows = split_rows(ws.Bs, B, nth, 4.0 * Gz * ldd);
+  const LoopPlan plan = plan_loop(a.threads, ws.Bs, B, Hp, 4.0 * Gz * ldd, 2.0 * N * Gz * ldd);
+  const int nth = plan.threads;
+  const bool by_rows = plan.by_rows;
   parallel_run(nth, [&](int tid, Team& team) {  // the team may be smaller than nth (busy pool)
     long u0 = 0, u1 = Hp, r0 = 0, r1 = B;
     if (by_rows) row_range(ws.len, N, team.size(), tid, &r0, &r1);
