@@ -41,7 +41,10 @@ namespace FASTLSTM_ISA {
 // Register tiles: MR4 rows × 4 vectors (fused gate tile, big GEMMs), MR2 rows × 2 vectors
 // (the per-step backward GEMM, whose output columns follow the 2W-aligned thread split).
 #if defined(__AVX512F__)
-constexpr int MR4 = 6, MR2 = 12;   // 24 accumulators of 32 zmm
+// MR4 = 5: 20 accumulators. With 6 (24 + 4 weight vectors + the broadcasts > 32 zmm) GCC
+// spilled 3 accumulators to the stack in the fused tile (perf annotate at (30,64,8,200)); 5 ran
+// the forward 1.05-1.28x faster from (24,32,1,50) to (20,64,1024,1024), 1 thread.
+constexpr int MR4 = 5, MR2 = 12;   // MR2: 24 accumulators
 #elif defined(__AVX2__)
 constexpr int MR4 = 3, MR2 = 6;    // 12 accumulators of 16 ymm
 #elif defined(__SSE2__)
