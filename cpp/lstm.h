@@ -100,9 +100,9 @@ inline fbuf alloc_floats(size_t n) {
 
 // What forward keeps for backward (training), in the kernel's internal layout: rows sorted by
 // length (perm), compact step order (only the real steps of every step s: Bs[s] rows at
-// offset off[s]), hidden units padded to Hp and gate-interleaved per panel of U units.
+// offset off[s]), hidden units padded to Hp and gate-interleaved per panel of one vector of units.
 struct Workspace {
-  int T = 0, B = 0, I = 0, H = 0, Hp = 0, U = 0;
+  int T = 0, B = 0, I = 0, H = 0, Hp = 0;
   long ldh = 0;                    // row stride of hprev (Hp plus a cache line)
   bool reverse = false;
   std::vector<int> perm;        // internal row j -> batch row perm[j]

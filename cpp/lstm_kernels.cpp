@@ -8,13 +8,15 @@
 //             recurrent tile: z = Zx + h_{t-1}·W_hhᵀ accumulated in registers, activations and
 //             the cell update in the tile's epilogue (no z round-trip through memory). With
 //             many rows per step the tile computes b + x_t·W_ihᵀ itself (see fuse_input).
-//   backward: per step only the elementwise dz and dh_{t-1} = dz·W_hh; after the loop two
-//             merged GEMMs over all real steps: dX = dZ·W_ih and [dW_ih | dW_hh] = dZᵀ·[X | H_prev].
+//   backward: per step only the elementwise dz (cell_backward) and dh_{t-1} = dz·W_hh; after the
+//             loop two merged products over all real steps: dX = dZ·W_ih (dot products for
+//             small I) and [dW_ih | dW_hh] = dZᵀ·[X | H_prev].
 //
-// T = time steps, B = batch, I = input, H = hidden; W = floats per vector, U = W hidden units
-// per panel, Hp = H rounded up to W (padded units have zero weights and stay exactly 0).
-// Gate-interleaved layout: a (·, 4Hp) row holds, per panel p, [i | f | g | o] of units p·U..p·U+U-1,
-// so one register tile yields all four gates of the same units.
+// T = time steps, B = batch, I = input, H = hidden; W = floats per vector = hidden units per
+// panel, Hp = H rounded up to W (padded units have zero weights and stay exactly 0).
+// Gate-interleaved layout: a (·, 4Hp) row holds, per panel p, [i | f | g | o] of units p·W..p·W+W-1,
+// so one register tile yields all four gates of the same units. The backward's dZ drops the
+// padded units (compact_gate_rows).
 // Internal rows are sorted by length (longest first), so at step s the active rows are a
 // prefix 0..Bs[s]-1 and padding costs nothing; "compact" arrays hold only real steps.
 #include <algorithm>
@@ -53,7 +55,9 @@ constexpr int MR4 = 2, MR2 = 3;    // no FMA: separate mul + add
 constexpr int MR4 = 4, MR2 = 4;
 #endif
 constexpr int KC = 1024;           // K block of the big GEMMs (measured: larger K blocks win on Zen 4)
-constexpr int MC = 48 * MR4;        // M block of the big GEMMs
+// M block of the big GEMMs: its packed A (MC × KC floats, ~1 MB on AVX-512) stays in the 2 MB L2
+// of a core while every B panel streams past it; 48 register tiles high.
+constexpr int MC = 48 * MR4;
 constexpr int KCS = 256;           // K block of the per-step backward GEMM: its W_hh slice stays in L1/L2
 
 inline fbuf alloc(size_t n) { return alloc_floats(n); }  // uninitialised on purpose
@@ -689,7 +693,7 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
 
   if (training) {
     Workspace& ws = *a.ws;
-    ws.T = T; ws.B = B; ws.I = I; ws.H = H; ws.Hp = Hp; ws.ldh = ldh; ws.U = W; ws.reverse = a.reverse;
+    ws.T = T; ws.B = B; ws.I = I; ws.H = H; ws.Hp = Hp; ws.ldh = ldh; ws.reverse = a.reverse;
     ws.perm = o.perm; ws.len = o.len; ws.Bs = o.Bs; ws.off = o.off; ws.src = o.src;
     ws.gates = std::move(Zx_own);  // moved, not copied: these are the biggest buffers of the call
     ws.c = std::move(Cn);
