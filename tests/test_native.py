@@ -356,3 +356,55 @@ def test_infinite_inputs_follow_the_reference(isa, where, sign, fused, native, c
                 np.testing.assert_allclose(h, fr[1], rtol=1e-4, atol=1e-4, equal_nan=True)
     finally:
         core._set_fuse_rows(old)
+
+
+@pytest.mark.parametrize("T,B,I,H,expect", [
+    (3, 4, 2, 20, "serial"),      # tiny: a worker's wake-up would cost more than the work
+    (24, 32, 1, 50, "serial"),    # 25 MFLOP forward: under 2e7 FLOPs per thread
+    (2, 16, 8, 512, "rows"),      # 8+ rows per thread, 34 MFLOP per thread, weights cached
+    (2, 1, 4, 768, "units"),      # one row: a 4.7 MFLOP step split over the units
+])
+def test_automatic_thread_split_rule(T, B, I, H, expect, native, core, rng):
+    """plan_loop's rule with 2 threads and no forced policy, forward and backward (the path taken
+    is what the kernels report), and the results still match the reference."""
+    args = random_problem(rng, T, B, I, H, dtype=np.float32)
+    old_split, old_threads = core._set_split("auto"), fastlstm.get_num_threads()
+    try:
+        fastlstm.set_num_threads(2)
+        y, hT, cT, tape = fastlstm.lstm_forward(*args, training=True, backend="native")
+        assert core._last_split() == expect
+        grads = fastlstm.lstm_backward(np.ones_like(y), None, None, tape)
+        assert core._last_split() == expect
+    finally:
+        core._set_split(old_split)
+        fastlstm.set_num_threads(old_threads)
+    a64 = [a.astype(np.float64) for a in args]
+    yr, hr, cr, ws = ref.lstm_forward(*a64, None, False, True)
+    np.testing.assert_allclose(y, yr, atol=2e-5, rtol=1e-5)
+    z = np.zeros_like(hr)
+    gr = ref.lstm_backward(np.ones_like(yr), z, z, ws, a64[0], a64[1], a64[2], a64[4], a64[5], None, False)
+    for g, w in zip(grads, gr):
+        assert np.abs(g - w).max() <= 1e-4 * max(np.abs(w).max(), 1e-30)
+
+
+@pytest.mark.parametrize("isa", NATIVE_ISAS)
+@pytest.mark.parametrize("I", [1, 16, 17])
+def test_dx_dot_products_and_gemm_meet_at_the_boundary(isa, I, native, core, rng):
+    """dX runs as dot products for I <= 16 and as a GEMM above; both sides of the boundary, with
+    ragged lengths (dX rows scattered back) and H leaving a partly padded vector."""
+    if isa not in core.supported_isas():
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    T, B, H = 4, 9, 21
+    args = random_problem(rng, T, B, I, H, dtype=np.float32)
+    lengths = random_lengths(rng, T, B)
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    with native.use_isa(isa):
+        y, hT, cT, tape = fastlstm.lstm_forward(*args, lengths, training=True, backend="native")
+        dx = fastlstm.lstm_backward(dy, None, None, tape)[0]
+        assert native.last_isa() == isa
+    a64 = [a.astype(np.float64) for a in args]
+    *_, ws = ref.lstm_forward(*a64, lengths, False, True)
+    z = np.zeros((B, H))
+    dxr = ref.lstm_backward(dy.astype(np.float64), z, z, ws, a64[0], a64[1], a64[2], a64[4], a64[5], lengths, False)[0]
+    assert np.abs(dx - dxr).max() <= 1e-4 * np.abs(dxr).max()
+    assert np.all(dx[np.arange(T)[:, None] >= lengths[None, :]] == 0)   # padding gets no gradient
