@@ -9,7 +9,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <new>
+#include <utility>
 #include <vector>
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -20,16 +22,71 @@ namespace fastlstm {
 // Float buffers, uninitialised. Big ones are 2 MB-aligned and advised as transparent huge
 // pages: a fresh 80 MB training workspace otherwise costs ~20k page faults, and the GEMMs'
 // strided reads of dZ miss the TLB on every k.
+// Buffers of kPoolMinBytes or more are recycled rather than freed: a training loop frees its
+// workspace and the next step asks for the same sizes, and fresh pages cost a fault and the
+// kernel zeroing each one (at (100,32,10,100) the training forward took 40% longer than
+// inference, a quarter of that in clear_page). At most kPoolBuffers buffers and kPoolBytes in
+// all are kept; release_buffer_pool() (called by release_scratch) frees them.
+// From glibc's default mmap threshold: larger blocks are fresh mappings on every malloc (it
+// raises the threshold only as such blocks are freed, and pooled ones never are).
+constexpr size_t kPoolMinBytes = size_t(128) << 10;
+constexpr size_t kPoolBytes = size_t(256) << 20;
+constexpr size_t kPoolBuffers = 16;
+
+struct BufferPool {
+  std::mutex mu;
+  std::vector<std::pair<void*, size_t>> free;  // (buffer, capacity in bytes)
+  size_t bytes = 0;
+};
+inline BufferPool& buffer_pool() {
+  static BufferPool* pool = new BufferPool;  // never destroyed: buffers may be freed at exit
+  return *pool;
+}
+inline void release_buffer_pool() {
+  BufferPool& bp = buffer_pool();
+  std::lock_guard<std::mutex> lock(bp.mu);
+  for (auto& f : bp.free) std::free(f.first);
+  bp.free.clear();
+  bp.bytes = 0;
+}
+
 struct FreeDeleter {
-  void operator()(float* p) const noexcept { std::free(p); }
+  size_t bytes = 0;  // capacity
+  void operator()(float* p) const noexcept {
+    if (p && bytes >= kPoolMinBytes) {
+      BufferPool& bp = buffer_pool();
+      std::lock_guard<std::mutex> lock(bp.mu);
+      if (bp.free.size() < kPoolBuffers && bp.bytes + bytes <= kPoolBytes) {
+        bp.free.emplace_back(p, bytes);
+        bp.bytes += bytes;
+        return;
+      }
+    }
+    std::free(p);
+  }
 };
 using fbuf = std::unique_ptr<float[], FreeDeleter>;
 inline fbuf alloc_floats(size_t n) {
   constexpr size_t kHuge = size_t(2) << 20;
   size_t bytes = std::max<size_t>(n, 1) * sizeof(float);
+  if (bytes >= 2 * kHuge) bytes = (bytes + kHuge - 1) / kHuge * kHuge;
+  if (bytes >= kPoolMinBytes) {  // the smallest pooled buffer that fits, if within 2x
+    BufferPool& bp = buffer_pool();
+    std::lock_guard<std::mutex> lock(bp.mu);
+    size_t best = bp.free.size();
+    for (size_t i = 0; i < bp.free.size(); ++i)
+      if (bp.free[i].second >= bytes && bp.free[i].second <= 2 * bytes &&
+          (best == bp.free.size() || bp.free[i].second < bp.free[best].second))
+        best = i;
+    if (best < bp.free.size()) {
+      auto f = bp.free[best];
+      bp.free.erase(bp.free.begin() + (long)best);
+      bp.bytes -= f.second;
+      return fbuf(static_cast<float*>(f.first), FreeDeleter{f.second});
+    }
+  }
   void* p;
   if (bytes >= 2 * kHuge) {
-    bytes = (bytes + kHuge - 1) / kHuge * kHuge;
     p = std::aligned_alloc(kHuge, bytes);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     if (p) madvise(p, bytes, MADV_HUGEPAGE);  // a hint: without THP it is a no-op
@@ -38,14 +95,14 @@ inline fbuf alloc_floats(size_t n) {
     p = std::malloc(bytes);
   }
   if (!p) throw std::bad_alloc();
-  return fbuf(static_cast<float*>(p));
+  return fbuf(static_cast<float*>(p), FreeDeleter{bytes});
 }
 
 // What forward keeps for backward (training), in the kernel's internal layout: rows sorted by
 // length (perm), compact step order (only the real steps of every step s: Bs[s] rows at
-// offset off[s]), hidden units padded to Hp and gate-interleaved per panel of U units.
+// offset off[s]), hidden units padded to Hp and gate-interleaved per panel of one vector of units.
 struct Workspace {
-  int T = 0, B = 0, I = 0, H = 0, Hp = 0, U = 0;
+  int T = 0, B = 0, I = 0, H = 0, Hp = 0;
   long ldh = 0;                    // row stride of hprev (Hp plus a cache line)
   bool reverse = false;
   std::vector<int> perm;        // internal row j -> batch row perm[j]

@@ -8,13 +8,15 @@
 //             recurrent tile: z = Zx + h_{t-1}·W_hhᵀ accumulated in registers, activations and
 //             the cell update in the tile's epilogue (no z round-trip through memory). With
 //             many rows per step the tile computes b + x_t·W_ihᵀ itself (see fuse_input).
-//   backward: per step only the elementwise dz and dh_{t-1} = dz·W_hh; after the loop two
-//             merged GEMMs over all real steps: dX = dZ·W_ih and [dW_ih | dW_hh] = dZᵀ·[X | H_prev].
+//   backward: per step only the elementwise dz (cell_backward) and dh_{t-1} = dz·W_hh; after the
+//             loop two merged products over all real steps: dX = dZ·W_ih (dot products for
+//             small I) and [dW_ih | dW_hh] = dZᵀ·[X | H_prev].
 //
-// T = time steps, B = batch, I = input, H = hidden; W = floats per vector, U = W hidden units
-// per panel, Hp = H rounded up to 2W (padded units have zero weights and stay exactly 0).
-// Gate-interleaved layout: a (·, 4Hp) row holds, per panel p, [i | f | g | o] of units p·U..p·U+U-1,
-// so one register tile yields all four gates of the same units.
+// T = time steps, B = batch, I = input, H = hidden; W = floats per vector = hidden units per
+// panel, Hp = H rounded up to W (padded units have zero weights and stay exactly 0).
+// Gate-interleaved layout: a (·, 4Hp) row holds, per panel p, [i | f | g | o] of units p·W..p·W+W-1,
+// so one register tile yields all four gates of the same units. The backward's dZ drops the
+// padded units (compact_gate_rows).
 // Internal rows are sorted by length (longest first), so at step s the active rows are a
 // prefix 0..Bs[s]-1 and padding costs nothing; "compact" arrays hold only real steps.
 #include <algorithm>
@@ -41,7 +43,10 @@ namespace FASTLSTM_ISA {
 // Register tiles: MR4 rows × 4 vectors (fused gate tile, big GEMMs), MR2 rows × 2 vectors
 // (the per-step backward GEMM, whose output columns follow the 2W-aligned thread split).
 #if defined(__AVX512F__)
-constexpr int MR4 = 6, MR2 = 12;   // 24 accumulators of 32 zmm
+// MR4 = 5: 20 accumulators. With 6 (24 + 4 weight vectors + the broadcasts > 32 zmm) GCC
+// spilled 3 accumulators to the stack in the fused tile (perf annotate at (30,64,8,200)); 5 ran
+// the forward 1.05-1.28x faster from (24,32,1,50) to (20,64,1024,1024), 1 thread.
+constexpr int MR4 = 5, MR2 = 12;   // MR2: 24 accumulators
 #elif defined(__AVX2__)
 constexpr int MR4 = 3, MR2 = 6;    // 12 accumulators of 16 ymm
 #elif defined(__SSE2__)
@@ -50,7 +55,9 @@ constexpr int MR4 = 2, MR2 = 3;    // no FMA: separate mul + add
 constexpr int MR4 = 4, MR2 = 4;
 #endif
 constexpr int KC = 1024;           // K block of the big GEMMs (measured: larger K blocks win on Zen 4)
-constexpr int MC = 48 * MR4;        // M block of the big GEMMs
+// M block of the big GEMMs: its packed A (MC × KC floats, ~1 MB on AVX-512) stays in the 2 MB L2
+// of a core while every B panel streams past it; 48 register tiles high.
+constexpr int MC = 48 * MR4;
 constexpr int KCS = 256;           // K block of the per-step backward GEMM: its W_hh slice stays in L1/L2
 
 inline fbuf alloc(size_t n) { return alloc_floats(n); }  // uninitialised on purpose
@@ -76,6 +83,7 @@ static float* scratch(Slot s, size_t n) {
 }
 static void release_scratch() {
   for (auto& b : tls_scratch) { b.p.reset(); b.n = 0; }
+  release_buffer_pool();  // after the scratch, which may have gone to the pool
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -118,14 +126,24 @@ static inline void for_tiles(int rows, F&& f) {
 // ---------------------------------------------------------------------------------------------
 // Packing B operands into panels of NR = NV·W columns: panel j is K rows × NR floats.
 // fn(j) for every panel j < panels, split over the team when the copy (`work` floats) is big.
+// A thread per kPackFloatsPerThread floats copied: a quarter million floats (1 MB) take ~50 µs,
+// which a worker's wake-up does not eat up.
+constexpr long kPackFloatsPerThread = 1L << 18;
+
+// Items 0..count-1 handed out one at a time to whoever of a dynamic team asks
+// (parallel_run(..., true)): a thread that joins late, or is descheduled on a loaded machine,
+// leaves its share to the others instead of holding up the call.
+template <class F>
+static void for_items(long count, int threads, F&& fn) {
+  std::atomic<long> next{0};
+  parallel_run((int)std::min<long>(threads, count), [&](int, Team&) {
+    for (long j; (j = next.fetch_add(1, std::memory_order_relaxed)) < count;) fn(j);
+  }, true);
+}
+
 template <class F>
 static void for_panels(long panels, long work, int threads, F&& fn) {
-  const int n = (int)std::min<long>(threads, std::max<long>(1, work / (1 << 18)));
-  parallel_run(n, [&](int tid, Team& team) {
-    long p0, p1;
-    split_range(panels, team.size(), tid, 1, &p0, &p1);
-    for (long j = p0; j < p1; ++j) fn(j);
-  });
+  for_items(panels, (int)std::min<long>(threads, std::max<long>(1, work / kPackFloatsPerThread)), fn);
 }
 
 #if defined(__AVX2__)
@@ -203,6 +221,13 @@ static void pack_rows(const float* Wm, long ldw, long K, long N, long Nvalid, co
   });
 }
 
+// Threads for a GEMM-like product: one per kGemmFlopsPerThread of work. Waking a worker and
+// pulling the operands into its cache costs a few µs; 2 MFLOP is ~15 µs on one Zen 4 core.
+constexpr double kGemmFlopsPerThread = 2e6;
+static int gemm_threads(int threads, double flops) {
+  return (int)std::max(1.0, std::min<double>(threads, flops / kGemmFlopsPerThread));
+}
+
 // ---------------------------------------------------------------------------------------------
 // GEMM: C(M, N) = A(M, K)·B + bias  (or C += A·B when accumulate), B prepacked by pack_*.
 // A(i,k) = A[i·ars + k·acs] (row-major or transposed); only columns < N of C are written.
@@ -273,17 +298,17 @@ struct Gemm {
           for (long c = 0; c < N; ++c) C[i * ldc + c] = bias ? bias[c] : 0.f;
       return;
     }
-    double flops = 2.0 * M * N * K;
-    int n = (int)std::min<double>(threads, std::max(1.0, flops / 2e6));
-    bool split_m = M >= (long)MR * 4 * n;
-    if (!split_m) n = (int)std::min<long>(n, panels);
-    parallel_run(std::max(1, n), [&](int tid, Team& team) {
+    int n = gemm_threads(threads, 2.0 * M * N * K);
+    // work items: blocks of rows (about 4 per thread, whole register tiles) or single panels
+    const bool split_m = M >= (long)MR * 4 * n || panels == 1;
+    const long rows = split_m && n > 1 ? std::max<long>(4L * MR, (M / (4L * n) + MR - 1) / MR * MR) : M;
+    const long items = split_m ? (M + rows - 1) / rows : panels;
+    for_items(items, n, [&](long it) {
       // sized to the problem: a full MC×KC block is over a megabyte of scratch per thread
       float* Ap = scratch(S_AP, (size_t)std::min<long>(MC, (M + MR - 1) / MR * MR) * std::min<long>(KC, K));
-      long a0 = 0, a1 = M, b0 = 0, b1 = panels;
-      if (split_m) split_range(M, team.size(), tid, MR, &a0, &a1);
-      else split_range(panels, team.size(), tid, 1, &b0, &b1);
-      if (a0 < a1 && b0 < b1) block(a0, a1, b0, b1, K, A, ars, acs, Bp, C, ldc, N, bias, accumulate, Ap);
+      if (split_m) block(it * rows, std::min(M, (it + 1) * rows), 0, panels, K, A, ars, acs, Bp, C, ldc, N, bias,
+                         accumulate, Ap);
+      else block(0, M, it, it + 1, K, A, ars, acs, Bp, C, ldc, N, bias, accumulate, Ap);
     });
   }
 };
@@ -341,14 +366,29 @@ static std::vector<int> gate_rows(int H, int Hp) {
   return m;
 }
 
-static inline int padded_hidden(int H) { return (H + 2 * W - 1) / (2 * W) * (2 * W); }
-
-// Threads for the recurrent loop: a barrier per step costs ~0.2 µs, so tiny steps run serially.
-static int loop_threads(int threads, long Bmax, long Hp) {
-  double flops_step = 2.0 * Bmax * 4 * Hp * Hp;
-  if (flops_step < 2.5e5) return 1;
-  return (int)std::max<long>(1, std::min<long>(threads, Hp / (2 * W)));
+// Hidden units padded to whole vectors: every padded unit costs its share of all the work
+// (the recurrent FLOPs grow as Hp²), so one vector is the padding, not the 2W panel of the
+// backward's per-step GEMM (that one pads its own output, see ldd in lstm_backward).
+// H = 100 on AVX-512: Hp = 112 instead of 128, 23% fewer recurrent FLOPs.
+// dZ's compact order: the gate-interleaved one without the padded units, so the backward's
+// GEMMs (K = 4H per step, M = 4H for dW) do no work on them. Only the last panel is partial
+// (Hp = H rounded up to W): its ny units hold [i | f | g | o] as 4 runs of ny. Compact index ->
+// row of a PyTorch (4H, ·) weight. At H = 50 on AVX-512 the padded layout was 22% zeros.
+static std::vector<int> compact_gate_rows(int H) {
+  std::vector<int> m(4 * (size_t)H);
+  for (int p = 0; p * W < H; ++p) {
+    const int ny = std::min(W, H - p * W);
+    for (int q = 0; q < 4; ++q)
+      for (int u = 0; u < ny; ++u) m[p * 4 * W + q * ny + u] = q * H + p * W + u;
+  }
+  return m;
 }
+
+static inline int padded_hidden(int H) { return (H + W - 1) / W * W; }
+
+// Weights read every step stay cached while they fit half the L3 (32 MB on this EPYC, shared by
+// the cores; the other half holds the state, Zx or the workspace streams).
+constexpr double kCachedWeightBytes = 16e6;
 
 // Fuse the input projection into the recurrent tile when a step has rows enough for full
 // register tiles, and W_ih, now read every step, is cache-resident (both packed weights within
@@ -362,26 +402,55 @@ static bool fuse_input(long rows, long I, long Hp) {
   if (I <= 0) return false;
   if (min_rows >= 0) return rows >= min_rows;
   const double weight_bytes = 4.0 * (I + Hp) * 4 * Hp;
-  return rows >= 2L * MR4 && (weight_bytes <= 16e6 || 3 * rows >= I);
+  return rows >= 2L * MR4 && (weight_bytes <= kCachedWeightBytes || 3 * rows >= I);
 }
 
-// Whether threads split the batch rows rather than the hidden units. A row split needs no
-// barrier (a row's recurrence never reads another row), but every thread streams all the
-// weights each step and gets fewer rows per register tile: used with 8+ rows per thread and
-// weights within 16 MB. Measured with the bench CLI, 2 threads, rows vs FASTLSTM_SPLIT=units,
-// median of 3 rounds × 15 repeats: (100,16,128,128) forward −20%, training −5%;
-// (100,32,512,512) −5% / +3% (rounds at the small shape differ by up to ±25% on the 2-core VM).
+// How the recurrent loops (forward, backward) share work over threads: batch rows or hidden
+// units. A row split needs no barrier (a row's recurrence never reads another row), but every
+// thread streams all the weights each step and gets fewer rows per register tile: used with 8+
+// rows per thread and weights within kCachedWeightBytes. Measured with the bench CLI, 2 threads,
+// rows vs FASTLSTM_SPLIT=units, median of 3 rounds × 15 repeats: (100,16,128,128) forward −20%,
+// training −5%; (100,32,512,512) −5% / +3%.
 // Ragged lengths keep the units split: rows end one by one, and a thread left with a few
 // short rows runs thin tiles while the other works (the bench's medium-var shape, 2 threads:
 // 39.0 ms with rows against 34.9 ms with units, in two full runs of the bench).
-// Bs: rows active per step (the Order's, or the Workspace's in backward).
-static bool split_rows(const std::vector<int>& Bs, long B, int nth, double weight_bytes) {
+// A units split meets a barrier every step: on a loaded machine each one can wait for the other
+// thread's next time slice. Measured at load 7 on the 2 cores (2 vs 1 thread, min of 15):
+// (50,8,32,100) forward 0.24 -> 4.3 ms, (50,1,256,256) 0.52 -> 5.0 ms; row splits stayed
+// within ±15% of one thread at (100,32,10,100), (30,64,8,200), (60,32,100,300) but lost 2.3× at
+// (24,32,1,50), whose whole forward is ~0.13 ms. So the automatic rule splits units only when a
+// step is big (kUnitsSplitFlops, ~20 µs of one core: the barrier is a few % even when a
+// time slice is missed now and then), rows only when each thread gets kRowsSplitFlops of the
+// call (~100 µs: a cold worker's wake-up, ~30-50 µs, is then paid back), else one thread.
+// A forced policy (g_split, tests and measurements) keeps the old floor: a step of 2.5e5 FLOPs.
+constexpr double kUnitsSplitFlops = 4e6;   // per step
+constexpr double kRowsSplitFlops = 2e7;    // per thread, whole loop
+struct LoopPlan {
+  int threads;   // 1: serial
+  bool by_rows;  // else by hidden units
+};
+// Bs: rows active per step (the Order's, or the Workspace's in backward); weight_bytes: the
+// weights a step reads; loop_flops: the whole loop's multiply-adds ×2.
+static LoopPlan plan_loop(int threads, const std::vector<int>& Bs, long B, long Hp, double weight_bytes,
+                          double loop_flops) {
   const int policy = g_split.load(std::memory_order_relaxed);
   const bool ragged = !Bs.empty() && Bs.front() != Bs.back();
-  const bool rows = nth > 1 && (policy == 1 ? B >= nth
-                                            : policy == 0 && B >= 8L * nth && weight_bytes <= 16e6 && !ragged);
-  g_last_split.store(nth <= 1 ? 0 : rows ? 1 : 2, std::memory_order_relaxed);
-  return rows;
+  const double step_flops = 2.0 * B * 4 * Hp * Hp;
+  const int max_units = (int)((Hp + 2 * W - 1) / (2 * W));  // units are split in 2W chunks
+  LoopPlan plan{1, false};
+  if (threads > 1 && policy != 0) {
+    if (step_flops >= 2.5e5) {
+      plan.by_rows = policy == 1 && B >= threads;
+      plan.threads = plan.by_rows ? threads : std::min(threads, max_units);
+    }
+  } else if (threads > 1) {
+    if (B >= 8L * threads && weight_bytes <= kCachedWeightBytes && !ragged && loop_flops / threads >= kRowsSplitFlops)
+      plan = {threads, true};
+    else if (step_flops >= kUnitsSplitFlops && max_units > 1)
+      plan = {std::min(threads, max_units), false};
+  }
+  g_last_split.store(plan.threads <= 1 ? 0 : plan.by_rows ? 1 : 2, std::memory_order_relaxed);
+  return plan;
 }
 
 // Rows [r0, r1) of part i of `parts`: contiguous, with near-equal real steps (len: steps per
@@ -440,6 +509,23 @@ static inline void cell(V (&z)[4], V c_prev, V& c, V& h) {
   h = mul(z[3], tanh_(c));                   // h_t = o ⊙ tanh(c_t)
 }
 
+// Its backward on the same vector of units (DESIGN.md §1): z holds the activated gates i, f, g, o
+// that forward kept, dh = dy_t + the next step's dh_{t-1}. dz gets the pre-activation gradients
+// [di, df, dg, do]; dc comes in as the next step's dc_{t-1} and leaves as this step's.
+static inline void cell_backward(const V (&z)[4], V c, V c_prev, V dh, V& dc, V (&dz)[4]) {
+  const V one = set1(1.f);
+  const V i = z[0], f = z[1], g = z[2], o = z[3];
+  const V tc = tanh_(c);                                  // h_t = o ⊙ tanh(c_t)
+  const V d_o = mul(dh, tc);
+  const V dct = fmadd(mul(dh, o), fnmadd(tc, tc, one), dc);
+  const V di = mul(dct, g), dg = mul(dct, i), df = mul(dct, c_prev);  // c_t = f ⊙ c_{t-1} + i ⊙ g
+  dz[0] = mul(mul(di, i), sub(one, i));                    // σ' = σ(1−σ)
+  dz[1] = mul(mul(df, f), sub(one, f));
+  dz[2] = mul(dg, fnmadd(g, g, one));                      // tanh' = 1 − tanh²
+  dz[3] = mul(mul(d_o, o), sub(one, o));
+  dc = mul(dct, f);                                        // dc_{t-1}
+}
+
 template <int MR>
 static inline void fwd_tile(const FwdStep& s, long p, long r0) {
   const long G = 4 * s.Hp;
@@ -450,14 +536,19 @@ static inline void fwd_tile(const FwdStep& s, long p, long r0) {
     FL_UNROLL for (int i = 0; i < MR; ++i) FL_UNROLL for (int q = 0; q < 4; ++q)
       acc[i][q] = load(s.zx + (r0 + i) * G + p * 4 * W + q * W);
   }
-  micro<MR, 4>(s.Hp, s.hprev + r0 * s.ldh, s.ldh, 1, s.Whp + p * s.Hp * 4 * W, acc);
+  // K = H, not Hp: the packed rows k >= H are zero (at H = 50 on AVX-512, 22% of the FLOPs)
+  micro<MR, 4>(s.H, s.hprev + r0 * s.ldh, s.ldh, 1, s.Whp + p * s.Hp * 4 * W, acc);
   const long u0 = p * W;
-  const int ny = (int)std::min<long>(W, s.H - u0);
+  const int ny = (int)std::max<long>(0, std::min<long>(W, s.H - u0));
   FL_UNROLL for (int i = 0; i < MR; ++i) {
     const long row = r0 + i;
     float* cp = s.c + row * s.Hp + u0;
     V c, h;
     cell(acc[i], load(cp), c, h);
+    if (ny < W) {  // padded units stay exactly 0: an inf in x or h0 times their zero weights
+      c = first_n(c, ny);  // is NaN there, and h_{t-1}'s padded lanes meet zero W_hh rows
+      h = first_n(h, ny);  // (NaN · 0 = NaN) in every unit of the next step
+    }
     store(cp, c);
     if (row < s.rows_next) store(s.hnext + row * s.ldh + u0, h);
     if (s.cout) {  // training: keep activated gates and c_t for backward
@@ -543,10 +634,12 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
     Cn = alloc((size_t)N * Hp);
   }
 
-  const int nth = loop_threads(a.threads, B, Hp);
   // Threads split the batch rows (independent for the whole sequence: no barrier at all) or
   // the hidden units (a barrier per step: every unit needs all of h_{t-1}).
-  const bool by_rows = split_rows(o.Bs, B, nth, 4.0 * ((fuse ? I : 0) + Hp) * G);  // weights read per step
+  const LoopPlan plan = plan_loop(a.threads, o.Bs, B, Hp, 4.0 * ((fuse ? I : 0) + Hp) * G,  // weights per step
+                                  2.0 * N * G * ((fuse ? I : 0) + H));
+  const int nth = plan.threads;
+  const bool by_rows = plan.by_rows;
   parallel_run(nth, [&](int tid, Team& team) {  // the team may be smaller than nth (busy pool)
     long u0 = 0, u1 = Hp, r0 = 0, r1 = B;
     if (by_rows) row_range(o.len, N, team.size(), tid, &r0, &r1);
@@ -600,7 +693,7 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
 
   if (training) {
     Workspace& ws = *a.ws;
-    ws.T = T; ws.B = B; ws.I = I; ws.H = H; ws.Hp = Hp; ws.ldh = ldh; ws.U = W; ws.reverse = a.reverse;
+    ws.T = T; ws.B = B; ws.I = I; ws.H = H; ws.Hp = Hp; ws.ldh = ldh; ws.reverse = a.reverse;
     ws.perm = o.perm; ws.len = o.len; ws.Bs = o.Bs; ws.off = o.off; ws.src = o.src;
     ws.gates = std::move(Zx_own);  // moved, not copied: these are the biggest buffers of the call
     ws.c = std::move(Cn);
@@ -647,36 +740,119 @@ static void lstm_step(const Packed& P, const float* x, float* h, float* c, int B
 }
 
 // ---------------------------------------------------------------------------------------------
+// Backward's merged-GEMM helpers.
+
+// dX = dZ·W_ih for small I as I dot products of length 4H per row: WT = W_ihᵀ with its G = 4H
+// columns in dZ's compact gate order (I rows of G). A 4W-wide GEMM panel computes 64 columns
+// (AVX-512) for I of them: at (24,32,1,50) that padded product cost as many FLOPs as the whole
+// forward. Tiles of RB rows × IB inputs share each load; one horizontal sum per output.
+constexpr int kDotMaxI = 16;
+template <int RB, int IB>
+static inline void dot_tile(long G, const float* dz, long ldz, const float* WT, float* const* out) {
+  V acc[RB][IB];
+  FL_UNROLL for (int r = 0; r < RB; ++r) FL_UNROLL for (int i = 0; i < IB; ++i) acc[r][i] = zero();
+  long k = 0;
+  for (; k + W <= G; k += W) {
+    V w[IB];
+    FL_UNROLL for (int i = 0; i < IB; ++i) w[i] = load(WT + i * G + k);
+    FL_UNROLL for (int r = 0; r < RB; ++r) {
+      const V d = load(dz + r * ldz + k);
+      FL_UNROLL for (int i = 0; i < IB; ++i) acc[r][i] = fmadd(d, w[i], acc[r][i]);
+    }
+  }
+  if (k < G) {
+    const int n = (int)(G - k);
+    V w[IB];
+    FL_UNROLL for (int i = 0; i < IB; ++i) w[i] = load_n(WT + i * G + k, n);
+    FL_UNROLL for (int r = 0; r < RB; ++r) {
+      const V d = load_n(dz + r * ldz + k, n);
+      FL_UNROLL for (int i = 0; i < IB; ++i) acc[r][i] = fmadd(d, w[i], acc[r][i]);
+    }
+  }
+  FL_UNROLL for (int r = 0; r < RB; ++r) FL_UNROLL for (int i = 0; i < IB; ++i) out[r][i] = hsum(acc[r][i]);
+}
+
+// dX rows n of (N, I) compact dZ rows; output row src[n] (src null: n).
+static void dx_dots(long N, long I, long G, const float* dZ, long ldz, const float* WT, float* dx, const long* src,
+                    int threads) {
+  constexpr int RB = 4, IB = 4;
+  const int nth = gemm_threads(threads, 2.0 * N * I * G);
+  const long rows = std::max<long>(64, (N / (4L * nth) + RB - 1) / RB * RB);  // ~4 items per thread
+  for_items((N + rows - 1) / rows, nth, [&](long it) {
+    const long n0 = it * rows, n1 = std::min(N, n0 + rows);
+    for (long n = n0; n < n1; n += RB) {
+      const int rb = (int)std::min<long>(RB, n1 - n);
+      float* out[RB];
+      for (int r = 0; r < rb; ++r) out[r] = dx + (src ? src[n + r] : n + r) * I;
+      for (long i = 0; i < I; i += IB) {
+        const int ib = (int)std::min<long>(IB, I - i);
+        float* o[RB];
+        for (int r = 0; r < rb; ++r) o[r] = out[r] + i;
+        const float* dz = dZ + n * ldz;
+        with_rows<RB>(rb, [&]<int R>() {
+          with_rows<IB>(ib, [&]<int C>() { dot_tile<R, C>(G, dz, ldz, WT + i * G, o); });
+        });
+      }
+    }
+  });
+}
+
+// [X | H_prev] as the B operand of [dW_ih | dW_hh] = dZᵀ·[X | H_prev]: K = N compact rows,
+// I + H columns in 4W-wide panels; X row n is x row src[n] (src null: n).
+static void pack_xh(const float* x, long I, const long* src, const float* hp, long ldh, long H, long N, float* out,
+                    int threads) {
+  constexpr long NR = 4 * W;
+  const long cols = I + H;
+  for_panels((cols + NR - 1) / NR, N * cols, threads, [&](long j) {
+    float* o = out + j * N * NR;
+    const long c0 = j * NR;
+    for (long n = 0; n < N; ++n) {
+      const float* xr = x + (src ? src[n] : n) * I;
+      const float* hr = hp + n * ldh;
+      float* on = o + n * NR;
+      long c = 0;
+      for (; c < NR && c0 + c < I; ++c) on[c] = xr[c0 + c];
+      for (; c < NR && c0 + c < cols; ++c) on[c] = hr[c0 + c - I];
+      for (; c < NR; ++c) on[c] = 0.f;
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Backward. Per step: the elementwise part, then dh_{t-1} = dz·W_hh. Threads split the rows
 // (no barrier) or the units: elementwise for this thread's units, a barrier, then this
-// thread's columns of dh_{t-1} over all rows of the step (split_rows decides, as in forward).
+// thread's columns of dh_{t-1} over all rows of the step (plan_loop decides, as in forward).
 static void lstm_backward(const BackwardArgs& a) {
   const Workspace& ws = *a.ws;
   const int T = ws.T, B = ws.B, I = ws.I, H = ws.H, Hp = ws.Hp;
   const long G = 4L * Hp;
   const int Teff = (int)ws.Bs.size();
   const long N = ws.off.back();
-  std::vector<int> rows = gate_rows(H, Hp);
+  const long Gz = 4L * H;  // dZ's compact width (compact_gate_rows)
+  std::vector<int> rows = compact_gate_rows(H);
 
-  // W_hh as the B operand of dz·W_hh: K = 4Hp gate-interleaved rows, Hp columns, 2W-wide panels
-  float* Whh_b = scratch(S_WHHB, (size_t)G * Hp);
-  pack_rows(a.W_hh, H, G, Hp, H, rows.data(), 2 * W, Whh_b, a.threads);
+  // W_hh as the B operand of dz·W_hh: K = 4H compact gate rows, ldd columns, 2W-wide panels;
+  // dh rows are ldd = Hp rounded up to 2W long, so the last panel needs no tail case
+  const long ldd = (Hp + 2 * W - 1) / (2 * W) * (2 * W);
+  float* Whh_b = scratch(S_WHHB, (size_t)Gz * ldd);
+  pack_rows(a.W_hh, H, Gz, ldd, H, rows.data(), 2 * W, Whh_b, a.threads);
 
   // dZ rows are padded by one cache line: with a power-of-two stride the 12 rows one register
   // tile reads per k all fall into the same L1 set (8 ways) and evict each other.
-  const long ldz = G + 16;
+  const long ldz = (Gz + 15) / 16 * 16 + 16;
   float* dZ = scratch(S_DZ, (size_t)N * ldz);
-  float* dh = scratch(S_DH, (size_t)B * Hp);
+  float* dh = scratch(S_DH, (size_t)B * ldd);
   float* dc = scratch(S_DC, (size_t)B * Hp);
-  std::memset(dh, 0, sizeof(float) * B * Hp);
+  std::memset(dh, 0, sizeof(float) * B * ldd);
   std::memset(dc, 0, sizeof(float) * B * Hp);
   for (int j = 0; j < B; ++j) {
-    std::memcpy(dh + (long)j * Hp, a.dhT + (long)ws.perm[j] * H, sizeof(float) * H);
+    std::memcpy(dh + (long)j * ldd, a.dhT + (long)ws.perm[j] * H, sizeof(float) * H);
     std::memcpy(dc + (long)j * Hp, a.dcT + (long)ws.perm[j] * H, sizeof(float) * H);
   }
 
-  const int nth = loop_threads(a.threads, B, Hp);
-  const bool by_rows = split_rows(ws.Bs, B, nth, 4.0 * G * Hp);
+  const LoopPlan plan = plan_loop(a.threads, ws.Bs, B, Hp, 4.0 * Gz * ldd, 2.0 * N * Gz * ldd);
+  const int nth = plan.threads;
+  const bool by_rows = plan.by_rows;
   parallel_run(nth, [&](int tid, Team& team) {  // the team may be smaller than nth (busy pool)
     long u0 = 0, u1 = Hp, r0 = 0, r1 = B;
     if (by_rows) row_range(ws.len, N, team.size(), tid, &r0, &r1);
@@ -695,47 +871,38 @@ static void lstm_backward(const BackwardArgs& a) {
         for (long p = u0 / W; p < u1 / W; ++p) {
           const long u = p * W;
           const int ny = (int)std::max<long>(0, std::min<long>(W, H - u));
-          V dyv = ny == W ? load(dyr + u) : load_n(dyr + u, ny);
-          V dhv = add(load(dh + (long)j * Hp + u), dyv);
-          V dcv = load(dc + (long)j * Hp + u);
           const float* g = gr + p * 4 * W;
-          V i = load(g), f = load(g + W), gg = load(g + 2 * W), o = load(g + 3 * W);
-          V one = set1(1.f);
-          // h_t = o ⊙ tanh(c_t)
-          V tc = tanh_(load(cr + u));
-          V d_o = mul(dhv, tc);
-          V dcs = fmadd(mul(dhv, o), fnmadd(tc, tc, one), dcv);
-          // c_t = f ⊙ c_{t-1} + i ⊙ g
-          V di = mul(dcs, gg), dg = mul(dcs, i), df = mul(dcs, load(cpr + u));
-          store(dc + (long)j * Hp + u, mul(dcs, f));
-          // through the activations: σ' = σ(1−σ), tanh' = 1 − tanh²
-          float* dz = dzr + p * 4 * W;
-          store(dz, mul(mul(di, i), sub(one, i)));
-          store(dz + W, mul(mul(df, f), sub(one, f)));
-          store(dz + 2 * W, mul(dg, fnmadd(gg, gg, one)));
-          store(dz + 3 * W, mul(mul(d_o, o), sub(one, o)));
+          const V z[4] = {load(g), load(g + W), load(g + 2 * W), load(g + 3 * W)};
+          V dhv = add(load(dh + (long)j * ldd + u), ny == W ? load(dyr + u) : load_n(dyr + u, ny));
+          V dcv = load(dc + (long)j * Hp + u);
+          V dz[4];
+          cell_backward(z, load(cr + u), load(cpr + u), dhv, dcv, dz);
+          store(dc + (long)j * Hp + u, dcv);
+          float* dzp = dzr + p * 4 * W;  // compact: the padded units' lanes are not stored
+          if (ny == W) FL_UNROLL for (int q = 0; q < 4; ++q) store(dzp + q * W, dz[q]);
+          else FL_UNROLL for (int q = 0; q < 4; ++q) store_n(dzp + q * ny, dz[q], ny);
         }
       }
       if (!by_rows) team.barrier();  // a units split needs every unit's dz
       // dh_{t-1}[rows, u0:u1] = dz · W_hh[:, u0:u1]   (z_t = ... + h_{t-1}·W_hhᵀ)
       // K-blocked so a KCS × 2W slice of W_hh stays in L1 across all row tiles of the step
       const float* dzs = dZ + n0 * ldz;
-      for (long kc0 = 0; kc0 < G; kc0 += KCS) {
-        const long kc = std::min<long>(KCS, G - kc0);
-        for (long jj = u0 / (2 * W); jj < u1 / (2 * W); ++jj) {
-          const float* bp = Whh_b + jj * G * 2 * W + kc0 * 2 * W;
+      for (long kc0 = 0; kc0 < Gz; kc0 += KCS) {
+        const long kc = std::min<long>(KCS, Gz - kc0);
+        for (long jj = u0 / (2 * W); jj < (u1 + 2 * W - 1) / (2 * W); ++jj) {
+          const float* bp = Whh_b + jj * Gz * 2 * W + kc0 * 2 * W;
           for_tiles<MR2>((int)(j1 - j0), [&]<int M>(int r) {
             const long r0 = j0 + r;
             {
               V acc[M][2];
               FL_UNROLL for (int i = 0; i < M; ++i) {
-                float* d = dh + (long)(r0 + i) * Hp + jj * 2 * W;
+                float* d = dh + (long)(r0 + i) * ldd + jj * 2 * W;
                 acc[i][0] = kc0 ? load(d) : zero();
                 acc[i][1] = kc0 ? load(d + W) : zero();
               }
               micro<M, 2>(kc, dzs + r0 * ldz + kc0, ldz, 1, bp, acc);
               FL_UNROLL for (int i = 0; i < M; ++i) {
-                float* d = dh + (long)(r0 + i) * Hp + jj * 2 * W;
+                float* d = dh + (long)(r0 + i) * ldd + jj * 2 * W;
                 store(d, acc[i][0]);
                 store(d + W, acc[i][1]);
               }
@@ -747,53 +914,48 @@ static void lstm_backward(const BackwardArgs& a) {
     }
   });
   for (int j = 0; j < B; ++j) {
-    std::memcpy(a.dh0 + (long)ws.perm[j] * H, dh + (long)j * Hp, sizeof(float) * H);
+    std::memcpy(a.dh0 + (long)ws.perm[j] * H, dh + (long)j * ldd, sizeof(float) * H);
     std::memcpy(a.dc0 + (long)ws.perm[j] * H, dc + (long)j * Hp, sizeof(float) * H);
   }
 
   // merged GEMMs over all real steps
   bool identity = N == (long)T * B;
   for (long n = 0; identity && n < N; ++n) identity = ws.src[n] == n;
-  // dX = dZ · W_ih   (K = 4Hp gate-interleaved rows of W_ih)
-  {
-    float* Wih_b = scratch(S_WIHB, (size_t)G * ((I + 4 * W - 1) / (4 * W)) * 4 * W);
-    pack_rows(a.W_ih, I, G, I, I, rows.data(), 4 * W, Wih_b, a.threads);
+  const long* src = identity ? nullptr : ws.src.data();
+  if (!identity) std::memset(a.dx, 0, sizeof(float) * (size_t)T * B * I);  // padding gets no gradient
+  // dX = dZ · W_ih   (K = 4H compact gate rows of W_ih)
+  if (I <= kDotMaxI) {
+    float* WT = scratch(S_WIHB, (size_t)I * Gz);
+    for (long r = 0; r < Gz; ++r)
+      for (long i = 0; i < I; ++i) WT[i * Gz + r] = a.W_ih[(long)rows[r] * I + i];
+    dx_dots(N, I, Gz, dZ, ldz, WT, a.dx, src, a.threads);
+  } else {
+    float* Wih_b = scratch(S_WIHB, (size_t)Gz * ((I + 4 * W - 1) / (4 * W)) * 4 * W);
+    pack_rows(a.W_ih, I, Gz, I, I, rows.data(), 4 * W, Wih_b, a.threads);
     if (identity) {
-      Gemm4::run(N, I, G, dZ, ldz, 1, Wih_b, a.dx, I, nullptr, false, a.threads);
+      Gemm4::run(N, I, Gz, dZ, ldz, 1, Wih_b, a.dx, I, nullptr, false, a.threads);
     } else {
-      std::memset(a.dx, 0, sizeof(float) * (size_t)T * B * I);  // padding gets no gradient
       float* dXc = scratch(S_DXC, (size_t)N * I);
-      Gemm4::run(N, I, G, dZ, ldz, 1, Wih_b, dXc, I, nullptr, false, a.threads);
-      for (long n = 0; n < N; ++n) std::memcpy(a.dx + ws.src[n] * I, dXc + n * I, sizeof(float) * I);
+      Gemm4::run(N, I, Gz, dZ, ldz, 1, Wih_b, dXc, I, nullptr, false, a.threads);
+      for (long n = 0; n < N; ++n) std::memcpy(a.dx + src[n] * I, dXc + n * I, sizeof(float) * I);
     }
   }
-  // dW_ih = dZᵀ · X and dW_hh = dZᵀ · H_prev  (A = dZᵀ: ars = 1, acs = 4Hp)
+  // [dW_ih | dW_hh] = dZᵀ · [X | H_prev] in one GEMM (A = dZᵀ: ars = 1, acs = ldz), so dZᵀ is
+  // packed once; I + H columns padded once (padded separately, I = 1 cost a whole zero panel)
   {
-    const float* X = a.x;
-    if (!identity) {
-      float* Xc = scratch(S_XC, (size_t)N * I);
-      gather_rows(a.x, I, ws.src, Xc);
-      X = Xc;
-    }
-    // one GEMM for both: B = [X | H_prev] (each padded to whole panels), so dZᵀ is packed once
-    long pI = (I + 4 * W - 1) / (4 * W) * 4 * W, pH = (H + 4 * W - 1) / (4 * W) * 4 * W;
-    float* XHb = scratch(S_XB, (size_t)std::max<long>(N, 1) * (pI + pH));
-    pack_rows(X, I, N, I, I, nullptr, 4 * W, XHb, a.threads);
-    pack_rows(ws.hprev.get(), ws.ldh, N, H, H, nullptr, 4 * W, XHb + (size_t)N * pI, a.threads);
-    float* dWc = scratch(S_DWI, (size_t)G * (pI + pH));  // (G, pI + pH): dW_ih | dW_hh
-    Gemm4::run(G, pI + pH, N, dZ, 1, ldz, XHb, dWc, pI + pH, nullptr, false, a.threads);
-    const float* dWi = dWc;
-    const float* dWh = dWc + pI;
-    const long ldw = pI + pH;
-    std::vector<float> dbp(G, 0.f);
+    const long ldw = (I + H + 4 * W - 1) / (4 * W) * (4 * W);
+    float* XHb = scratch(S_XB, (size_t)std::max<long>(N, 1) * ldw);
+    pack_xh(a.x, I, src, ws.hprev.get(), ws.ldh, H, N, XHb, a.threads);
+    float* dWc = scratch(S_DWI, (size_t)Gz * ldw);  // (4H, ldw): dW_ih | dW_hh, compact rows
+    Gemm4::run(Gz, I + H, N, dZ, 1, ldz, XHb, dWc, ldw, nullptr, false, a.threads);
+    std::vector<float> dbp(Gz, 0.f);
     for (long n = 0; n < N; ++n) {
       const float* z = dZ + n * ldz;
-      for (long r = 0; r < G; ++r) dbp[r] += z[r];
+      for (long r = 0; r < Gz; ++r) dbp[r] += z[r];
     }
-    for (long r = 0; r < G; ++r) {
-      if (rows[r] < 0) continue;
-      std::memcpy(a.dW_ih + (long)rows[r] * I, dWi + r * ldw, sizeof(float) * I);
-      std::memcpy(a.dW_hh + (long)rows[r] * H, dWh + r * ldw, sizeof(float) * H);
+    for (long r = 0; r < Gz; ++r) {
+      std::memcpy(a.dW_ih + (long)rows[r] * I, dWc + r * ldw, sizeof(float) * I);
+      std::memcpy(a.dW_hh + (long)rows[r] * H, dWc + r * ldw + I, sizeof(float) * H);
       a.db[rows[r]] = dbp[r];
     }
   }

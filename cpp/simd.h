@@ -46,6 +46,8 @@ inline V pow2i(V n) {
   return {_mm512_castsi512_ps(e)};
 }
 inline float hsum(V a) { return _mm512_reduce_add_ps(a.v); }
+// lanes >= n become +0 (a select, not a product: inf or NaN there still gives 0)
+inline V first_n(V a, int n) { return {_mm512_maskz_mov_ps((__mmask16)((1u << n) - 1), a.v)}; }
 
 #elif defined(__AVX2__) && defined(__FMA__)
 struct V { __m256 v; };
@@ -57,6 +59,7 @@ inline __m256i tail_mask(int n) {
 inline V load(const float* p) { return {_mm256_loadu_ps(p)}; }
 inline void store(float* p, V a) { _mm256_storeu_ps(p, a.v); }
 inline V load_n(const float* p, int n) { return {_mm256_maskload_ps(p, tail_mask(n))}; }
+inline V first_n(V a, int n) { return {_mm256_and_ps(a.v, _mm256_castsi256_ps(tail_mask(n)))}; }
 inline void store_n(float* p, V a, int n) { _mm256_maskstore_ps(p, tail_mask(n), a.v); }
 inline V set1(float x) { return {_mm256_set1_ps(x)}; }
 inline V zero() { return {_mm256_setzero_ps()}; }
@@ -94,6 +97,10 @@ inline void store_n(float* p, V a, int n) {
   _mm_store_ps(t, a.v);
   std::memcpy(p, t, sizeof(float) * n);
 }
+inline V first_n(V a, int n) {
+  alignas(16) static const int32_t m[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
+  return {_mm_and_ps(a.v, _mm_castsi128_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(m + 4 - n))))};
+}
 inline V set1(float x) { return {_mm_set1_ps(x)}; }
 inline V zero() { return {_mm_setzero_ps()}; }
 inline V add(V a, V b) { return {_mm_add_ps(a.v, b.v)}; }
@@ -121,6 +128,7 @@ inline V load(const float* p) { return {*p}; }
 inline void store(float* p, V a) { *p = a.v; }
 inline V load_n(const float* p, int n) { return {n > 0 ? *p : 0.f}; }
 inline void store_n(float* p, V a, int n) { if (n > 0) *p = a.v; }
+inline V first_n(V a, int n) { return {n > 0 ? a.v : 0.f}; }
 inline V set1(float x) { return {x}; }
 inline V zero() { return {0.f}; }
 inline V add(V a, V b) { return {a.v + b.v}; }

@@ -1,6 +1,7 @@
 // thread_pool.cpp: the persistent worker team behind parallel_run (see thread_pool.h).
 #include "thread_pool.h"
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -18,6 +19,12 @@ namespace {
 // barrier normally completes in a few µs, but when another process holds the core, spinning
 // longer only burns the time slice the late thread needs.
 constexpr int kSpins = 2000;
+
+// How long a call waits for its workers to join before running with those that came. A worker
+// that spins after its last job joins in ~1 µs and a sleeping one in ~10-50 µs, but on a loaded
+// machine one may not run for a whole time slice (ms): a static split would then leave the
+// caller waiting for that share (2 threads 2-18x slower than one at load 7 on the 2 cores).
+constexpr auto kJoinWait = std::chrono::microseconds(60);
 
 inline void cpu_relax() {
 #if defined(__SSE2__)
@@ -39,7 +46,7 @@ class Pool {
     for (auto& t : workers_) t.join();
   }
 
-  int run(int n, const TeamFn& fn) {
+  int run(int n, const TeamFn& fn, bool dynamic) {
     std::unique_lock<std::mutex> busy(call_mutex_, std::try_to_lock);
     if (n <= 1 || !busy.owns_lock()) {  // serial, or the team is in use by another caller
       Team solo(1);
@@ -48,17 +55,43 @@ class Pool {
       return 1;
     }
     grow(n - 1);
-    Team team(n);
     {
       std::lock_guard<std::mutex> lk(m_);
       fn_ = &fn;
-      team_ = &team;
       active_ = n - 1;
-      pending_.store(n - 1, std::memory_order_relaxed);
+      seats_.store(n - 1, std::memory_order_relaxed);
+      team_size_.store(0, std::memory_order_relaxed);
       job_gen_seen_.store(job_gen_ + 1, std::memory_order_release);
       ++job_gen_;
     }
     cv_.notify_all();
+    if (dynamic) {  // start now; whoever joins before the work runs out helps
+      Team team(n);
+      team_ = &team;
+      pending_.store(0, std::memory_order_relaxed);
+      team_size_.store(n, std::memory_order_release);
+      {
+        DenormalGuard g;
+        fn(0, team);
+      }
+      const int left = std::max(0, seats_.exchange(-(1 << 20), std::memory_order_acq_rel));
+      const int joined = n - 1 - left;
+      int ran = 1 + joined;
+      // joined workers decrement pending_ from 0 as they finish
+      for (int spins = 0; pending_.load(std::memory_order_acquire) != -joined; ++spins) {
+        if (spins < kSpins) cpu_relax(); else std::this_thread::yield();
+      }
+      return ran;
+    }
+    // the team is whoever joins within kJoinWait; later workers skip this job
+    const auto until = std::chrono::steady_clock::now() + kJoinWait;
+    while (seats_.load(std::memory_order_acquire) > 0 && std::chrono::steady_clock::now() < until) cpu_relax();
+    const int left = std::max(0, seats_.exchange(-(1 << 20), std::memory_order_acq_rel));
+    const int size = n - left;
+    Team team(size);
+    team_ = &team;
+    pending_.store(size - 1, std::memory_order_relaxed);
+    team_size_.store(size, std::memory_order_release);  // go: joined workers read team_ now
     {
       DenormalGuard g;
       fn(0, team);
@@ -67,7 +100,7 @@ class Pool {
     for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
       if (spins < kSpins) cpu_relax(); else std::this_thread::yield();
     }
-    return n;
+    return size;
   }
 
  private:
@@ -87,7 +120,7 @@ class Pool {
              std::chrono::steady_clock::now() < until)
         cpu_relax();
       const TeamFn* fn;
-      Team* team;
+      int n;
       {
         std::unique_lock<std::mutex> lk(m_);
         cv_.wait(lk, [&] { return stop_ || job_gen_ != seen; });
@@ -95,11 +128,17 @@ class Pool {
         seen = job_gen_;
         if (id > active_) continue;  // not part of this job
         fn = fn_;
-        team = team_;
+        n = active_ + 1;
+      }
+      // take a seat (ids in order of arrival), or skip a job whose team is already formed
+      const int seat = seats_.fetch_sub(1, std::memory_order_acq_rel);
+      if (seat <= 0) continue;
+      for (int spins = 0; team_size_.load(std::memory_order_acquire) == 0; ++spins) {
+        if (spins < kSpins) cpu_relax(); else std::this_thread::yield();
       }
       {
         DenormalGuard g;
-        (*fn)(id, *team);
+        (*fn)(n - seat, *team_);  // seats n-1, n-2, ... -> ids 1, 2, ... (all < size)
       }
       pending_.fetch_sub(1, std::memory_order_acq_rel);
     }
@@ -115,6 +154,8 @@ class Pool {
   long job_gen_ = 0;
   std::atomic<long> job_gen_seen_{0};
   std::atomic<int> pending_{0};
+  std::atomic<int> seats_{0};      // seats not yet taken in the forming team
+  std::atomic<int> team_size_{0};  // 0 while the team forms, then its size
   bool stop_ = false;
 };
 
@@ -138,7 +179,7 @@ void Team::barrier() {
   }
 }
 
-int parallel_run(int n, const TeamFn& fn) { return pool().run(n, fn); }
+int parallel_run(int n, const TeamFn& fn, bool dynamic) { return pool().run(n, fn, dynamic); }
 
 DenormalGuard::DenormalGuard() {
 #if defined(__SSE2__)

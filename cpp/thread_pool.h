@@ -28,8 +28,13 @@ class Team {
 
 using TeamFn = std::function<void(int tid, Team& team)>;
 
-// Run fn on min(n, available) participants; returns how many ran.
-int parallel_run(int n, const TeamFn& fn);
+// Run fn on min(n, available) participants; returns how many ran. The team is the workers
+// that join within a short wait (thread_pool.cpp's kJoinWait), so fn must split its work by
+// team.size(), never by n.
+// dynamic: fn claims its work from a shared counter (no split by tid, no barrier): the caller
+// starts at once with team.size() == n, workers join as they come, and the caller waits only
+// for those that joined.
+int parallel_run(int n, const TeamFn& fn, bool dynamic = false);
 
 // Split [0, total) in `parts` contiguous ranges aligned to `align`; returns part `i`.
 inline void split_range(long total, int parts, int i, long align, long* begin, long* end) {

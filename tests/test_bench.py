@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import require, require_backend
 
-from fastlstm.__main__ import bench_options, build_parser, main
+from fastlstm.__main__ import bench_options, build_parser, main, sweep_options
 from fastlstm.backends import reference
 from fastlstm.bench import peers, report, runner
 from fastlstm.bench.shapes import SHAPES, Shape, make_problem, parse_shape
@@ -205,3 +205,58 @@ def test_cli_rejects_bad_arguments_clearly(argv, message, capsys):
         main(["bench"] + argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_sweep_grid_matches_the_issue_and_quick_is_smaller():
+    from fastlstm.bench import sweep
+
+    full = sweep.grid(sweep.SweepOptions(threads=[1]))
+    assert {s.H for s in full} == {16, 32, 50, 64, 100, 128, 200, 256, 300, 512}
+    assert {s.B for s in full} == {1, 8, 32, 64}
+    assert {(s.H, s.I) for s in full if s.H == 50} == {(50, 1), (50, 32), (50, 50)}
+    assert len(full) == 10 * 4 * 3 - 4                      # H = 32: I = 32 and I = H are one cell
+    assert all(s.T == (20 if s.H >= 300 else 50) and (s.cut_from == 50) == (s.H >= 300) for s in full)
+    quick = sweep.grid(sweep.SweepOptions(threads=[1], quick=True))
+    assert len(quick) < len(full) / 3 and {s.H for s in quick} >= {16, 50, 100, 200, 512}
+    opts = sweep_options(build_parser().parse_args(["bench", "--sweep", "--quick", "--threads", "1,2"]))
+    assert opts.quick and opts.threads == [1, 2] and opts.modes == ("forward", "train")
+
+
+def test_sweep_end_to_end_writes_heat_map_json_and_worst_cells(tmp_path):
+    """A 2-cell sweep, 1 and 2 threads: every contender passes the gate, every cell gets its
+    ratios (and the thread comparison from 2 threads on), the PNG and JSON are written."""
+    require_backend("native")
+    require("torch")
+    require("onnxruntime")
+    require("matplotlib")
+    from fastlstm.bench import sweep
+
+    opts = sweep.SweepOptions(threads=[1, 2], hidden=[5], batches=[3], inputs=["1", "H"], repeats=1,
+                              min_time=0.0, progress=False)
+    res = sweep.run(opts)
+    assert {(r["role"], r["mode"], r["contender"]) for r in res["rows"]} == {
+        ("native", "forward", "native-prepacked"), ("torch", "forward", "torch"),
+        ("onnxruntime", "forward", "onnxruntime"), ("native", "train", "native"), ("torch", "train", "torch")}
+    assert all(r["status"] == "ok" for r in res["rows"]), [r.get("note") for r in res["rows"]]
+    cells = res["cells"]
+    assert len(cells) == 2 * 2 * 2                          # threads × modes × shapes
+    for c in cells:
+        assert c["ratio"] > 0 and c["best_peer_ms"] > 0
+        peers = [c.get("torch_ms"), c.get("onnxruntime_ms")] if c["mode"] == "forward" else [c["torch_ms"]]
+        assert c["best_peer_ms"] == min(peers) and c["ratio"] == pytest.approx(c["best_peer_ms"] / c["native_ms"])
+        assert (c["mode"] == "train") == ("target" in c)
+        assert ("native_vs_first" in c) == (c["threads"] == 2)
+    text = sweep.format_text(res)
+    assert "forward, 1 thread(s): 2 cells" in text and "train, 2 thread(s): 2 cells" in text
+    assert "slower than 1 thread:" in text and "H5 B3 I1" in text
+    png, js = tmp_path / "s.png", tmp_path / "s.json"
+    sweep.write_plot(res, str(png))
+    sweep.write_json(res, str(js))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(js.read_text())["cells"][0]["shape"] == "H5 B3 I1"
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_sweep_rejects_options_of_the_shape_benchmark(capsys):
+    assert main(["bench", "--sweep", "--shape", "book", "--no-progress"]) == 2
+    assert "--shape cannot be combined with --sweep" in capsys.readouterr().err

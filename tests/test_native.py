@@ -304,3 +304,107 @@ def test_native_stepper_rejects_bad_state(native, rng):
         cell.step(x[0], h0, h0)
     with pytest.raises(ValueError, match=r"W_ih must have shape \(4H, I\)"):
         fastlstm.stepper(W_ih[:5], W_hh, b)
+
+
+@pytest.mark.parametrize("isa", NATIVE_ISAS)
+@pytest.mark.parametrize("where", ["x", "h0"])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+@pytest.mark.parametrize("fused", [True, False])
+def test_infinite_inputs_follow_the_reference(isa, where, sign, fused, native, core, rng):
+    """IEEE semantics: ±inf in x or h0 gives the reference's result (finite where it is finite).
+    The padded hidden units' zero weights once turned inf into NaN (inf·0) that reached every
+    unit through the next step's h_{t-1}; the issue's case first, then a random one."""
+    if isa not in core.supported_isas():
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    cases = []
+    x = np.zeros((2, 1, 1), np.float32)
+    W, b = np.full((4, 1), 0.5, np.float32), np.full(4, 0.5, np.float32)
+    h0 = np.zeros((1, 1), np.float32)
+    (x if where == "x" else h0)[0, 0] = sign * np.inf
+    cases.append((x, W, W, b, h0, h0.copy()))
+    T, B, I, H = 3, 13, 3, 19  # H odd: a partly padded vector and a wholly padded one
+    args = list(random_problem(rng, T, B, I, H, dtype=np.float32))
+    if where == "x":
+        args[0][0, 4, 1] = sign * np.inf
+    else:
+        args[4][4, 7] = sign * np.inf
+    cases.append(tuple(args))
+    old = core._set_fuse_rows(0 if fused else 1 << 30)
+    try:
+        for x, W_ih, W_hh, b, h0, c0 in cases:
+            T, B, H = x.shape[0], x.shape[1], W_hh.shape[1]
+            a64 = [a.astype(np.float64) for a in (x, W_ih, W_hh, b, h0, c0)]
+            with np.errstate(invalid="ignore"):
+                *fr, ws_r = ref.lstm_forward(*a64, None, False, True)
+                dy, z = np.ones((T, B, H)), np.zeros((B, H))
+                gr = ref.lstm_backward(dy, z, z, ws_r, *a64[:3], *a64[4:], None, False)
+            with native.use_isa(isa):
+                *fn, ws_n = core.lstm_forward(x, W_ih, W_hh, b, h0, c0, None, False, True)
+                assert core._last_fused() is fused and native.last_isa() == isa
+                gn = core.lstm_backward(dy.astype(np.float32), z.astype(np.float32), z.astype(np.float32), ws_n,
+                                        x, W_ih, W_hh, h0, c0, None, False)
+            for name, got, want in zip(("y", "hT", "cT", "dx", "dW_ih", "dW_hh", "db", "dh0", "dc0"),
+                                       fn + list(gn), fr + list(gr)):
+                np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want), err_msg=name)
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, equal_nan=True, err_msg=name)
+            if where == "x":  # the streaming step too
+                cell = core.Cell(W_ih, W_hh, b)
+                h, c = h0.copy(), c0.copy()
+                with native.use_isa(isa):
+                    for t in range(T):
+                        cell.step(x[t], h, c)
+                np.testing.assert_allclose(h, fr[1], rtol=1e-4, atol=1e-4, equal_nan=True)
+    finally:
+        core._set_fuse_rows(old)
+
+
+@pytest.mark.parametrize("T,B,I,H,expect", [
+    (3, 4, 2, 20, "serial"),      # tiny: a worker's wake-up would cost more than the work
+    (24, 32, 1, 50, "serial"),    # 25 MFLOP forward: under 2e7 FLOPs per thread
+    (2, 16, 8, 512, "rows"),      # 8+ rows per thread, 34 MFLOP per thread, weights cached
+    (2, 1, 4, 768, "units"),      # one row: a 4.7 MFLOP step split over the units
+])
+def test_automatic_thread_split_rule(T, B, I, H, expect, native, core, rng):
+    """plan_loop's rule with 2 threads and no forced policy, forward and backward (the path taken
+    is what the kernels report), and the results still match the reference."""
+    args = random_problem(rng, T, B, I, H, dtype=np.float32)
+    old_split, old_threads = core._set_split("auto"), fastlstm.get_num_threads()
+    try:
+        fastlstm.set_num_threads(2)
+        y, hT, cT, tape = fastlstm.lstm_forward(*args, training=True, backend="native")
+        assert core._last_split() == expect
+        grads = fastlstm.lstm_backward(np.ones_like(y), None, None, tape)
+        assert core._last_split() == expect
+    finally:
+        core._set_split(old_split)
+        fastlstm.set_num_threads(old_threads)
+    a64 = [a.astype(np.float64) for a in args]
+    yr, hr, cr, ws = ref.lstm_forward(*a64, None, False, True)
+    np.testing.assert_allclose(y, yr, atol=2e-5, rtol=1e-5)
+    z = np.zeros_like(hr)
+    gr = ref.lstm_backward(np.ones_like(yr), z, z, ws, a64[0], a64[1], a64[2], a64[4], a64[5], None, False)
+    for g, w in zip(grads, gr):
+        assert np.abs(g - w).max() <= 1e-4 * max(np.abs(w).max(), 1e-30)
+
+
+@pytest.mark.parametrize("isa", NATIVE_ISAS)
+@pytest.mark.parametrize("I", [1, 16, 17])
+def test_dx_dot_products_and_gemm_meet_at_the_boundary(isa, I, native, core, rng):
+    """dX runs as dot products for I <= 16 and as a GEMM above; both sides of the boundary, with
+    ragged lengths (dX rows scattered back) and H leaving a partly padded vector."""
+    if isa not in core.supported_isas():
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    T, B, H = 4, 9, 21
+    args = random_problem(rng, T, B, I, H, dtype=np.float32)
+    lengths = random_lengths(rng, T, B)
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    with native.use_isa(isa):
+        y, hT, cT, tape = fastlstm.lstm_forward(*args, lengths, training=True, backend="native")
+        dx = fastlstm.lstm_backward(dy, None, None, tape)[0]
+        assert native.last_isa() == isa
+    a64 = [a.astype(np.float64) for a in args]
+    *_, ws = ref.lstm_forward(*a64, lengths, False, True)
+    z = np.zeros((B, H))
+    dxr = ref.lstm_backward(dy.astype(np.float64), z, z, ws, a64[0], a64[1], a64[2], a64[4], a64[5], lengths, False)[0]
+    assert np.abs(dx - dxr).max() <= 1e-4 * np.abs(dxr).max()
+    assert np.all(dx[np.arange(T)[:, None] >= lengths[None, :]] == 0)   # padding gets no gradient

@@ -68,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Check every contender against the NumPy reference, then time "
                                    "forward (inference) and forward+backward (training).")
     b.add_argument("--quick", action="store_true",
-                   help="fewer shapes (long ones with T truncated) and repeats: about a minute on 2 cores")
+                   help="fewer shapes (long ones with T truncated) and repeats: about a minute on 2 cores "
+                        "(with --sweep: a smaller grid, a few minutes)")
+    b.add_argument("--sweep", action="store_true",
+                   help="the shape sweep: H x B x I grid, native (prepacked forward, training) against "
+                        "torch and ONNX Runtime, ratios as a heat map (--plot) and the worst cells")
     b.add_argument("--shape", action="extend", nargs="+", type=_shape_arg, metavar="T,B,I,H",
                    help="shapes to run (T,B,I,H or a name: book latency small medium large medium-var)")
     b.add_argument("--threads", type=_threads_arg, metavar="N[,N...]",
@@ -183,12 +187,60 @@ def _bench_fit(args) -> int:
     return rc
 
 
+def sweep_options(args, argv=None):
+    """The sweep's options for parsed `bench --sweep` arguments."""
+    import fastlstm
+
+    from .bench.sweep import SweepOptions
+
+    cores = fastlstm.get_num_threads()
+    return SweepOptions(
+        threads=args.threads or list(dict.fromkeys([1, cores])), quick=args.quick,
+        modes=("forward", "train") if args.mode == "both" else (args.mode,), peers=args.peers,
+        repeats=args.repeats or (3 if args.quick else 5),
+        min_time=args.min_time if args.min_time is not None else (0.01 if args.quick else 0.02),
+        progress=not args.no_progress, seed=args.seed, argv=argv)
+
+
+def _sweep(args, argv) -> int:
+    from .bench import sweep
+
+    bad = [f"--{n}" for n, v in (("shape", args.shape), ("lengths", args.lengths), ("backends", args.backends),
+                                 ("markdown", args.markdown)) if v]
+    if bad:
+        print(f"{PROG} bench: {', '.join(bad)} cannot be combined with --sweep (its grid is fixed)",
+              file=sys.stderr)
+        return 2
+    results = sweep.run(sweep_options(args, argv))
+    print(sweep.format_text(results))
+    rc = 0
+    for path, write in ((args.json, sweep.write_json), (args.plot, sweep.write_plot)):
+        if not path:
+            continue
+        try:
+            write(results, path)
+            print(f"wrote {path}")
+        except (OSError, ImportError) as e:
+            print(f"{PROG} bench: could not write {path}: {type(e).__name__}: {e}", file=sys.stderr)
+            rc = 1
+    broken = [r for r in results["rows"] if r["kind"] == "fastlstm" and r.get("status") in ("failed", "error")]
+    if broken:
+        print(f"{PROG} bench: {len(broken)} fastlstm measurement(s) failed their correctness check "
+              f"or raised (see above)", file=sys.stderr)
+        rc = 1
+    return rc
+
+
 def _bench(args, argv) -> int:
     from .bench import report, runner
 
+    if args.fit and args.sweep:
+        print(f"{PROG} bench: --fit and --sweep are separate benchmarks; choose one", file=sys.stderr)
+        return 2
     if args.fit:
         return _bench_fit(args)
-
+    if args.sweep:
+        return _sweep(args, argv)
     results = runner.run(bench_options(args, argv))
     print(report.format_text(results))
     rc = 0
