@@ -49,16 +49,27 @@ def _digest(meta: bytes, arrays: dict) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write data to path so that a reader sees the old file or the new one, never a mix."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path, write) -> str:
+    """Write a file so that a reader sees the old one or the new one, never a mix: write(f) fills
+    a temporary file (binary) in the same folder, which is fsynced and renamed over path. The
+    file gets the ordinary permissions (mkstemp's 0600 undone); the folder is created if needed.
+    Every file fastlstm writes (checkpoints, reports, plots, ONNX models) goes through here."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -72,6 +83,11 @@ def atomic_write_bytes(path, data: bytes) -> None:
             os.close(dfd)
     except OSError:
         pass
+    return path
+
+
+def atomic_write_bytes(path, data: bytes) -> str:
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def _split_extra(extra: dict | None):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 
 SPEEDUP_NOTE = "vs X = X's median time / this backend's median time (> 1: fastlstm is faster)"
 
@@ -216,18 +215,9 @@ def format_markdown(results: dict) -> str:
 # files
 
 def _atomic_write(path: str, write) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from ..io import atomic_write
+
+    atomic_write(path, write)
 
 
 def _jsonable(o):

@@ -5,34 +5,14 @@ from __future__ import annotations
 import os
 import platform
 import sys
-import tempfile
 import time
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+from ..io import atomic_write
 
 
 def write_text(path, text: str) -> str:
-    """Write text to path atomically (temp file in the same folder, fsync, rename)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write text (UTF-8) to path atomically; return the path."""
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def markdown_table(header, rows) -> str:

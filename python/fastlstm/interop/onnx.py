@@ -28,9 +28,6 @@ Files are written atomically (temp file, fsync, rename) after onnx.checker.check
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 
 from .weights import to_onnx_weights
@@ -355,21 +352,10 @@ def _sequential_model(model, lengths, opset):
 
 
 def save_onnx_model(onnx_model, path) -> str:
-    """Write an onnx.ModelProto atomically: a temp file in the same folder, fsync, rename."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(onnx_model.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write an onnx.ModelProto atomically (fastlstm.io.atomic_write)."""
+    from ..io import atomic_write
+
+    return atomic_write(path, lambda f: f.write(onnx_model.SerializeToString()))
 
 
 def export_onnx(model, path, *, head=None, head_on: str = "last_step", lengths: bool = True,

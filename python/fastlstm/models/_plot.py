@@ -6,15 +6,9 @@ file in the same folder, fsync, rename (a crash never leaves half a PNG behind).
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+from ..io import atomic_write
 
 
 def _pyplot():
@@ -31,25 +25,11 @@ def _pyplot():
 
 def save_figure(fig, path) -> str:
     """Write fig as PNG to path atomically; close it; return the path."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
     finally:
         fig.clear()
         _pyplot().close(fig)
-    return path
 
 
 def forecast_figure(path, history_x, history_y, forecasts, truth_x=None, truth_y=None, title=None,
