@@ -157,6 +157,21 @@ def bench_options(args, argv=None):
         progress=not args.no_progress, seed=args.seed, argv=argv)
 
 
+def _write_outputs(results, outputs) -> int:
+    """Write each (path, write) whose path was given; 1 if one could not be written."""
+    rc = 0
+    for path, write in outputs:
+        if not path:
+            continue
+        try:
+            write(results, path)
+            print(f"wrote {path}")
+        except (OSError, ImportError) as e:
+            print(f"{PROG} bench: could not write {path}: {type(e).__name__}: {e}", file=sys.stderr)
+            rc = 1
+    return rc
+
+
 def _bench_fit(args) -> int:
     import fastlstm
 
@@ -172,19 +187,8 @@ def _bench_fit(args) -> int:
     results = fit.run_fit(problems, threads, args.repeats or (2 if args.quick else 5), backends, peers,
                           progress=not args.no_progress, seed=args.seed)
     print(fit.format_fit(results))
-    rc = 0
-    for path, write in ((args.json, report.write_json),
-                        (args.markdown, lambda r, p: report._atomic_write(p, lambda f: f.write(
-                            fit.format_fit(r, markdown=True).encode()))),
-                        (args.plot, fit.write_fit_plot)):
-        if path:
-            try:
-                write(results, path)
-                print(f"wrote {path}")
-            except (OSError, ImportError) as e:
-                print(f"{PROG} bench --fit: could not write {path}: {type(e).__name__}: {e}", file=sys.stderr)
-                rc = 1
-    return rc
+    return _write_outputs(results, ((args.json, report.write_json), (args.markdown, fit.write_fit_markdown),
+                                    (args.plot, fit.write_fit_plot)))
 
 
 def sweep_options(args, argv=None):
@@ -213,16 +217,7 @@ def _sweep(args, argv) -> int:
         return 2
     results = sweep.run(sweep_options(args, argv))
     print(sweep.format_text(results))
-    rc = 0
-    for path, write in ((args.json, sweep.write_json), (args.plot, sweep.write_plot)):
-        if not path:
-            continue
-        try:
-            write(results, path)
-            print(f"wrote {path}")
-        except (OSError, ImportError) as e:
-            print(f"{PROG} bench: could not write {path}: {type(e).__name__}: {e}", file=sys.stderr)
-            rc = 1
+    rc = _write_outputs(results, ((args.json, sweep.write_json), (args.plot, sweep.write_plot)))
     broken = [r for r in results["rows"] if r["kind"] == "fastlstm" and r.get("status") in ("failed", "error")]
     if broken:
         print(f"{PROG} bench: {len(broken)} fastlstm measurement(s) failed their correctness check "
@@ -243,17 +238,8 @@ def _bench(args, argv) -> int:
         return _sweep(args, argv)
     results = runner.run(bench_options(args, argv))
     print(report.format_text(results))
-    rc = 0
-    for path, write in ((args.json, report.write_json), (args.markdown, report.write_markdown),
-                        (args.plot, report.write_plot)):
-        if not path:
-            continue
-        try:
-            write(results, path)
-            print(f"wrote {path}")
-        except (OSError, ImportError) as e:
-            print(f"{PROG} bench: could not write {path}: {type(e).__name__}: {e}", file=sys.stderr)
-            rc = 1
+    rc = _write_outputs(results, ((args.json, report.write_json), (args.markdown, report.write_markdown),
+                                  (args.plot, report.write_plot)))
     broken = [r for r in results["rows"] + results["streaming"]
               if r["kind"] == "fastlstm" and r.get("status") in ("failed", "error")]
     if broken:

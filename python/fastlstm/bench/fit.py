@@ -313,12 +313,18 @@ def _table(head, body, markdown):
     return ["  ".join(str(c).rjust(w[i]) if i else str(c).ljust(w[i]) for i, c in enumerate(r)) for r in [head] + body]
 
 
+def write_fit_markdown(results: dict, path: str) -> None:
+    from ..io import atomic_write
+
+    atomic_write(path, lambda f: f.write(format_fit(results, markdown=True).encode()))
+
+
 def write_fit_plot(results: dict, path: str) -> None:
     """Bars of peer time / fastlstm native time per problem, one panel per thread count."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .report import _atomic_write
+    from ..io import atomic_write
 
     ratios = results["ratios"]
     threads = sorted({r["threads"] for r in ratios})
@@ -345,4 +351,4 @@ def write_fit_plot(results: dict, path: str) -> None:
         ax.set_ylabel("time / fastlstm native")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))

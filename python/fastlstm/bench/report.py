@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
+
+from ..io import atomic_write
 
 SPEEDUP_NOTE = "vs X = X's median time / this backend's median time (> 1: fastlstm is faster)"
 
@@ -214,12 +215,6 @@ def format_markdown(results: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 # files
 
-def _atomic_write(path: str, write) -> None:
-    from ..io import atomic_write
-
-    atomic_write(path, write)
-
-
 def _jsonable(o):
     if isinstance(o, dict):
         return {str(k): _jsonable(v) for k, v in o.items()}
@@ -236,12 +231,12 @@ def _jsonable(o):
 
 def write_json(results: dict, path: str) -> None:
     data = json.dumps(_jsonable(results), indent=1, allow_nan=False).encode()
-    _atomic_write(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data))
 
 
 def write_markdown(results: dict, path: str) -> None:
     data = format_markdown(results).encode()
-    _atomic_write(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data))
 
 
 def write_plot(results: dict, path: str) -> None:
@@ -287,4 +282,4 @@ def write_plot(results: dict, path: str) -> None:
         ax.set_ylabel("peer time / fastlstm time")
         ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..io import atomic_write
 from . import report, runner
 from .shapes import Shape, flops, make_problem
 
@@ -271,7 +272,7 @@ def write_plot(results: dict, path: str) -> None:
             ax.set_xticks(range(len(cols)))
             ax.set_xticklabels([f"{b}\n{i}" for b, i in cols], fontsize=6)
     fig.tight_layout()
-    report._atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
 
 
 def write_json(results: dict, path: str) -> None:

@@ -40,6 +40,7 @@ import math
 import numpy as np
 
 from .. import nn
+from ..data import LabelEncoder
 from ._base import BaseEstimator, check_positive_float, check_positive_int, check_random_state
 
 UPDATES = 1000       # optimizer steps of the default budget
@@ -118,33 +119,15 @@ def as_cases(X, lengths=None, what="X"):
 
 
 def encode_labels(y, what="y"):
-    """(classes, ids): classes sorted when they can be, else in order of first appearance."""
+    """(classes, ids): fastlstm.data.LabelEncoder over one label per case (classes sorted when they
+    can be, else in order of first appearance; any hashable label)."""
     if hasattr(y, "to_numpy") and not isinstance(y, np.ndarray):
         y = y.to_numpy()
-    items = list(y) if not isinstance(y, np.ndarray) else (list(y) if y.ndim == 1 else None)
-    if items is None:
+    if isinstance(y, np.ndarray) and y.ndim != 1:
         raise ValueError(f"{what} must be one label per case (1-D), got shape {np.shape(y)}")
-    try:
-        hash_ok = [hash(v) for v in items]  # noqa: F841  (labels must be hashable)
-    except TypeError:
-        raise TypeError(f"{what} labels must be hashable (str, int, tuple, ...)") from None
-    uniq = list(dict.fromkeys(items))
-    try:
-        uniq = sorted(uniq)
-    except TypeError:
-        pass  # mixed, unorderable labels: keep first-appearance order
-    if any(isinstance(v, float) and v != v for v in uniq):
-        raise ValueError(f"{what} holds NaN labels")
-    classes = np.empty(len(uniq), dtype=object)
-    classes[:] = uniq
-    try:  # a plain dtype when the labels allow it (str, int, float)
-        plain = np.asarray(uniq)
-        if plain.ndim == 1 and plain.dtype != object and list(plain) == uniq:
-            classes = plain
-    except (TypeError, ValueError):
-        pass
-    index = {v: i for i, v in enumerate(uniq)}
-    return classes, np.array([index[v] for v in items], dtype=np.int64)
+    enc = LabelEncoder()
+    ids = enc.fit_transform(y if isinstance(y, np.ndarray) else list(y))
+    return enc.classes_, np.asarray(ids, dtype=np.int64)
 
 
 # -- the network ---------------------------------------------------------------------------------
