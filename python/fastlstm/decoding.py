@@ -202,11 +202,19 @@ def _source_mask(src_lengths, B, S):
     return (np.arange(S)[None, :] < np.asarray(src_lengths)[:, None])[:, None, :]
 
 
-def attention_forward(h, enc, src_lengths, W_c, W_a=None):
-    """h (B, T, H) decoder states, enc (B, S, E) encoder outputs, src_lengths (B,) or None.
-    Returns out (B, T, A) = h̃ and the cache backward needs (inputs, keys, weights, context, out)."""
+def attention_keys(enc, W_a=None):
+    """W_a e_s for every source step (B, S, H); enc itself for dot attention. Decoding computes
+    them once per source instead of once per step."""
+    return enc if W_a is None else enc @ W_a.T
+
+
+def attention_forward(h, enc, src_lengths, W_c, W_a=None, keys=None):
+    """h (B, T, H) decoder states, enc (B, S, E) encoder outputs, src_lengths (B,) or None;
+    keys = attention_keys(enc, W_a) when already known. Returns out (B, T, A) = h̃ and the cache
+    backward needs (inputs, keys, weights, context input, out)."""
     B, S, _ = enc.shape
-    keys = enc if W_a is None else enc @ W_a.T                  # (B, S, H): W_a e_s for every s
+    if keys is None:
+        keys = attention_keys(enc, W_a)                         # (B, S, H)
     scores = h @ keys.transpose(0, 2, 1)                        # (B, T, S)
     mask = _source_mask(src_lengths, B, S)
     scores = np.where(mask, scores, -np.inf)

@@ -1,0 +1,1 @@
+"""Ready models for the sequence problems."""
