@@ -5,6 +5,7 @@ Stacked / bidirectional functional API:           lstm / lstm_grad
 Layer with parameters (torch.nn.LSTM layout):     LSTM (LSTM.prepack() for inference)
 Packed weights for repeated inference:            prepack
 Streaming, one step per call:                     stepper
+Training (layers, losses, optimizers, the loop):  nn, optim, fit / evaluate / predict, save / load
 Backends: native (C++ SIMD) -> numba -> reference (NumPy, the spec); see show_config().
 """
 
@@ -12,12 +13,15 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import backends
+from . import backends, nn  # nn before layers: the LSTM layer is a nn.Module
 from ._config import config, get_num_threads, set_num_threads, show_config
 from .backends import BackendUnavailable, set_backend
 from .core import Prepacked, Tape, lstm_backward, lstm_forward, prepack, stepper
 from .functional import StackTape, lstm, lstm_grad
 from .layers import LSTM, PrepackedLSTM
+from . import optim, train  # noqa: E402  (after nn and layers)
+from .io import CheckpointError, load, save
+from .train import evaluate, fit, predict
 
 backends.active()  # choose at import: FASTLSTM_BACKEND forces one and fails loudly
 
@@ -25,4 +29,5 @@ __all__ = [
     "__version__", "backends", "BackendUnavailable", "set_backend", "config", "show_config",
     "set_num_threads", "get_num_threads", "lstm_forward", "lstm_backward", "Tape",
     "lstm", "lstm_grad", "StackTape", "LSTM", "PrepackedLSTM", "prepack", "Prepacked", "stepper",
+    "nn", "optim", "train", "fit", "evaluate", "predict", "save", "load", "CheckpointError",
 ]

@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--plot", metavar="FILE.png", help="bar chart of the speed-ups vs the peers")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--fit", action="store_true",
+                   help="time training epochs of four small models (forecast, classify, char-LM, seq2seq): "
+                        "fastlstm.fit against a PyTorch loop and Keras model.fit (--quick: 2 repeats)")
+    b.add_argument("--problems", type=_names_arg(("forecast", "classify", "char-lm", "seq2seq"), "problem"),
+                   metavar="NAME[,NAME...]", help="with --fit: the problems to run (default: all four)")
     return ap
 
 
@@ -123,8 +128,41 @@ def bench_options(args, argv=None):
         progress=not args.no_progress, seed=args.seed, argv=argv)
 
 
+def _bench_fit(args) -> int:
+    import fastlstm
+
+    from .bench import fit, report
+
+    names = {"char-lm": "char-LM"}
+    problems = [names.get(p, p) for p in args.problems] if args.problems else list(fit.PROBLEM_NAMES)
+    cores = fastlstm.get_num_threads()
+    threads = args.threads or list(dict.fromkeys([1, cores]))
+    backends = args.backends or ["native", "numba", "reference"]
+    # peers: a PyTorch loop with nn.LSTM, the same loop with fastlstm.torch.LSTM, Keras; --peers none: only fastlstm
+    peers = [] if args.peers == [] else ["torch", "torch+fastlstm", "keras"]
+    results = fit.run_fit(problems, threads, args.repeats or (2 if args.quick else 5), backends, peers,
+                          progress=not args.no_progress, seed=args.seed)
+    print(fit.format_fit(results))
+    rc = 0
+    for path, write in ((args.json, report.write_json),
+                        (args.markdown, lambda r, p: report._atomic_write(p, lambda f: f.write(
+                            fit.format_fit(r, markdown=True).encode()))),
+                        (args.plot, fit.write_fit_plot)):
+        if path:
+            try:
+                write(results, path)
+                print(f"wrote {path}")
+            except (OSError, ImportError) as e:
+                print(f"{PROG} bench --fit: could not write {path}: {type(e).__name__}: {e}", file=sys.stderr)
+                rc = 1
+    return rc
+
+
 def _bench(args, argv) -> int:
     from .bench import report, runner
+
+    if args.fit:
+        return _bench_fit(args)
 
     results = runner.run(bench_options(args, argv))
     print(report.format_text(results))
