@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=PROG, description="fastlstm command line")
     sub = ap.add_subparsers(dest="command", required=True, metavar="{bench,config}")
     sub.add_parser("config", help="show the backend, runtime ISA, threads and versions")
+    d = sub.add_parser("demo", help="run a demo (python -m fastlstm demo <kind> --help)")
+    d.add_argument("kind", help="generate | seq2seq")
+    d.add_argument("demo_args", nargs=argparse.REMAINDER)
     b = sub.add_parser("bench", help="benchmark every backend side by side with torch and onnxruntime",
                        description="Check every contender against the NumPy reference, then time "
                                    "forward (inference) and forward+backward (training).")
@@ -194,6 +197,17 @@ def main(argv=None) -> int:
 
         fastlstm.show_config()
         return 0
+    if args.command == "demo":
+        import importlib
+
+        try:
+            mod = importlib.import_module(f".demos.{args.kind}", __package__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__package__}.demos.{args.kind}":
+                raise
+            print(f"{PROG} demo: unknown demo {args.kind!r}", file=sys.stderr)
+            return 2
+        return mod.main(args.demo_args)
     return _bench(args, argv[argv.index("bench") + 1:])
 
 
