@@ -11,6 +11,8 @@ from fastlstm import nn
 from fastlstm.models.generator import SequenceGenerator
 from fastlstm.text import END, START, CharVocab
 
+from conftest import require
+
 
 def _stepwise_loss(model, X, Y, lengths, cond=None):
     """Mean cross-entropy over the real steps, computed one token at a time on the Sampler."""
@@ -148,3 +150,42 @@ def test_bad_input():
         SequenceGenerator()
     with pytest.raises(ValueError, match="condition_every_step=True needs"):
         SequenceGenerator(vocab_size=4, condition_every_step=True)
+
+
+def test_fit_text_time_budget_trains_in_rounds():
+    gen = SequenceGenerator(vocab_size=4, embedding_dim=4, hidden_size=8, seed=0)
+    hist = gen.fit_text(np.tile([0, 1, 2, 3], 300), np.tile([0, 1, 2, 3], 30), seq_len=20, tbptt=10, epochs=3,
+                        batch_size=4, max_seconds=1e9, round_rows=20, verbose=0)
+    # 59 rows of 20 (+1 target) in rounds of 20, three epochs, one shared optimizer: 9 rounds
+    assert len(hist.epoch) == 9 and hist.history["rows_seen"][-1] == 3 * 59
+    assert hist.history["val_loss"][-1] < hist.history["val_loss"][0]
+    short = gen.fit_text(np.tile([0, 1, 2, 3], 300), seq_len=20, tbptt=10, epochs=3, batch_size=4,
+                         max_seconds=0.0, round_rows=20, verbose=0)
+    assert len(short.epoch) == 1  # a spent budget stops after the first round
+
+
+def test_generate_demo_smoke(tmp_path):
+    require("matplotlib")
+    from fastlstm.__main__ import main
+
+    assert main(["demo", "generate", "--smoke", "--no-progress", "--out", str(tmp_path)]) == 0
+    import json
+
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"lstm_bits_per_char", "ngram_bits_per_char", "ngram_order", "curve"} <= set(m)
+    assert (tmp_path / "learning_curve.png").stat().st_size > 1000
+    assert "--- prompt 'def '" in (tmp_path / "samples.txt").read_text()
+    back, _, _ = fastlstm.load(tmp_path / "model.fastlstm")
+    assert isinstance(back, SequenceGenerator) and np.isfinite(back.bits_per_char("def f(x):\n    return x\n"))
+
+
+def test_decode_benchmark_checks_against_torch_before_timing():
+    require("torch")
+    from fastlstm.bench import decode
+
+    r = decode.sampling(hidden=20, vocab=9, embedding=4, steps=5, repeats=1, min_time=0.0)
+    assert r["check"]["ok"] and r["check"]["same_tokens"]
+    assert r["per_step_us"]["fastlstm"] > 0 and r["chars_per_second"]["torch_lstmcell"] > 0
+    b = decode.beam(hidden=8, n_sources=5, beam_width=2, max_len=3, repeats=1, min_time=0.0)
+    assert b["sequences_per_second"]["beam_batch"] > 0
+    assert "chars/s" in decode.format_text({"sampling": r, "beam": b})

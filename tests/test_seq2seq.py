@@ -13,6 +13,8 @@ from fastlstm.decoding import log_softmax
 from fastlstm.models.seq2seq import Seq2Seq
 from fastlstm.text import END, START, CharVocab
 
+from conftest import require
+
 DIGITS = CharVocab("0123456789+")
 
 
@@ -143,3 +145,20 @@ def test_bad_input(trained):
         LuongAttention(4, 8, kind="dot")
     with pytest.raises(RuntimeError, match="training mode"):
         strict.backward(np.zeros((1, 1, len(strict.tgt_vocab)), np.float32))
+
+
+def test_seq2seq_demo_smoke(tmp_path):
+    require("matplotlib")
+    from fastlstm.__main__ import main
+
+    assert main(["demo", "seq2seq", "--smoke", "--no-progress", "--out", str(tmp_path)]) == 0
+    import json
+
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(m["tasks"]) == {"addition", "dates"}
+    assert {"test", "test_unseen_formats"} <= set(m["tasks"]["dates"])
+    assert 0.0 <= m["tasks"]["addition"]["test"]["exact_greedy"] <= 1.0
+    assert (tmp_path / "learning_curve.png").stat().st_size > 1000
+    assert "== dates ==" in (tmp_path / "samples.txt").read_text()
+    back, _, _ = fastlstm.load(tmp_path / "addition.fastlstm")
+    assert isinstance(back, Seq2Seq)

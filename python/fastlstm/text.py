@@ -157,21 +157,36 @@ def check_token_ids(ids, vocab_size: int, name: str = "ids") -> np.ndarray:
 # Top-level modules present in every CPython 3.9+ install, held out as the validation text.
 HELDOUT_MODULES = ("bisect.py", "calendar.py", "difflib.py", "fractions.py", "heapq.py",
                    "shlex.py", "string.py", "textwrap.py")
+# folders that are not library source (tests, demos, bundled wheels, the IDE, build configuration)
+SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "idlelib",
+             "turtledemo", "ensurepip", "lib2to3", "pydoc_data"}
 
 
-def stdlib_corpus(max_train_chars: int | None = 2_000_000, max_valid_chars: int | None = 200_000,
-                  heldout=HELDOUT_MODULES, root: str | None = None):
-    """The source text of Python's standard library: (train_text, valid_text, info).
-
-    Reads the top-level *.py files of sysconfig's stdlib directory in sorted order (deterministic),
-    the `heldout` modules going to the validation text, the rest to training, each capped at a
-    number of characters (whole files until the cap, then the part of the next file that fits)
-    so tests and CI stay fast. info lists the files and sizes.
-    """
+def stdlib_files(root: str | None = None, packages: bool = True) -> list:
+    """The standard library's *.py files as sorted paths relative to root (the top level, and with
+    packages=True every package below it except SKIP_DIRS and config-* build folders)."""
     root = root or sysconfig.get_paths()["stdlib"]
     if not os.path.isdir(root):
         raise FileNotFoundError(f"standard library directory {root!r} not found")
-    names = sorted(f for f in os.listdir(root) if f.endswith(".py") and os.path.isfile(os.path.join(root, f)))
+    out = []
+    for d, dirs, files in os.walk(root):
+        dirs[:] = sorted(x for x in dirs if packages and x not in SKIP_DIRS and not x.startswith("config-"))
+        rel = os.path.relpath(d, root)
+        out += [f if rel == "." else os.path.join(rel, f) for f in files if f.endswith(".py")]
+    return sorted(out)
+
+
+def stdlib_corpus(max_train_chars: int | None = 8_000_000, max_valid_chars: int | None = 200_000,
+                  heldout=HELDOUT_MODULES, root: str | None = None, packages: bool = True):
+    """The source text of Python's standard library: (train_text, valid_text, info).
+
+    Reads the stdlib's *.py files (stdlib_files) in sorted path order (deterministic), the
+    top-level `heldout` modules going to the validation text and everything else to training,
+    each capped at a number of characters (whole files until the cap, then the part of the next
+    file that fits) so tests and CI stay fast. info lists the files and sizes.
+    """
+    root = root or sysconfig.get_paths()["stdlib"]
+    names = stdlib_files(root, packages)
     held = [f for f in names if f in set(heldout)]
     if not held:
         raise ValueError(f"none of the held-out modules {list(heldout)} is in {root!r}")

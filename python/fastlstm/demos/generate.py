@@ -84,6 +84,8 @@ def build_parser():
     ap.add_argument("--out", default=os.path.join("reports", "generate"), help="report folder")
     ap.add_argument("--minutes", type=float, default=5.0, help="training time budget (default 5)")
     ap.add_argument("--epochs", type=int, default=20, help="at most this many passes over the text")
+    ap.add_argument("--round-rows", type=int, default=1000,
+                    help="rows per training round (validation and the time check after each)")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--embedding", type=int, default=32)
@@ -91,7 +93,7 @@ def build_parser():
     ap.add_argument("--seq-len", type=int, default=1000, help="characters per training row")
     ap.add_argument("--tbptt", type=int, default=100, help="truncated BPTT steps (state carried along a row)")
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--train-chars", type=int, default=2_000_000, help="cap on the training text")
+    ap.add_argument("--train-chars", type=int, default=8_000_000, help="cap on the training text")
     ap.add_argument("--valid-chars", type=int, default=200_000, help="cap on the held-out text")
     ap.add_argument("--max-order", type=int, default=9, help="largest n-gram order tried")
     ap.add_argument("--samples", type=int, default=400, help="characters per sample")
@@ -111,6 +113,7 @@ def run(args) -> dict:
     if args.smoke:
         args.train_chars, args.valid_chars, args.hidden, args.epochs = 40_000, 8_000, 32, 1
         args.seq_len, args.tbptt, args.samples, args.max_order, args.minutes = 200, 50, 80, 4, 1.0
+        args.round_rows = 100
     limit_blas_threads(args.blas_threads)
     out = args.out
     os.makedirs(out, exist_ok=True)
@@ -130,22 +133,18 @@ def run(args) -> dict:
 
     model = SequenceGenerator(vocab, embedding_dim=args.embedding, hidden_size=args.hidden,
                               num_layers=args.layers, seed=args.seed)
-    curve = []
     t_fit = time.perf_counter()
-
-    class Curve(Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            curve.append({"epoch": epoch + 1, "seconds": time.perf_counter() - t_fit,
-                          "train_bpc": logs["loss"] / np.log(2), "val_bpc": logs["val_loss"] / np.log(2)})
-
     hist = model.fit_text(train, valid, seq_len=args.seq_len, tbptt=args.tbptt, epochs=args.epochs,
-                          batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                          callbacks=[TimeBudget(args.minutes * 60), Curve()],
-                          verbose=0 if args.no_progress else 1)
+                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_seconds=args.minutes * 60,
+                          round_rows=args.round_rows, verbose=0 if args.no_progress else 1)
     train_time = time.perf_counter() - t_fit
+    h = hist.history
+    curve = [{"round": i + 1, "seconds": h["seconds"][i], "chars_seen": h["rows_seen"][i] * args.seq_len,
+              "train_bpc": h["loss"][i] / np.log(2), "val_bpc": h["val_loss"][i] / np.log(2)}
+             for i in range(len(hist.epoch))]
     lstm_bpc = model.bits_per_char(valid)
-    say(f"LSTM: {lstm_bpc:.3f} bits/char on the held-out modules after {len(hist.epoch)} epochs, "
-        f"{train_time:.0f} s")
+    say(f"LSTM: {lstm_bpc:.3f} bits/char on the held-out modules after {curve[-1]['chars_seen']:,} "
+        f"training characters, {train_time:.0f} s")
 
     samples = []
     for k, (prompt, temp) in enumerate([("def ", 0.5), ("class ", 0.8), ("import ", 1.0)]):
@@ -155,7 +154,7 @@ def run(args) -> dict:
         "lstm_bits_per_char": lstm_bpc, "ngram_bits_per_char": ngram_bpc, "ngram_order": ngram.order,
         "ngram_bits_per_char_by_order": {str(k): v for k, v in ngram_scores.items()},
         "lstm_beats_ngram": bool(lstm_bpc < ngram_bpc), "train_seconds": train_time,
-        "ngram_seconds": ngram_time, "epochs": len(hist.epoch), "curve": curve,
+        "ngram_seconds": ngram_time, "rounds": len(hist.epoch), "curve": curve,
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
         "corpus": {k: v for k, v in info.items()}, "vocab_size": len(vocab),
         "threads": fastlstm.get_num_threads(), "backend": fastlstm.backends.active().NAME,
@@ -175,7 +174,7 @@ def plot_curve(curve, ngram_bpc, order, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    t = [c["seconds"] / 60 for c in curve]
+    t = [c["seconds"] / 60 for c in curve]  # after each round: its training + its validation
     ax.plot(t, [c["train_bpc"] for c in curve], "o-", label="LSTM, training text")
     ax.plot(t, [c["val_bpc"] for c in curve], "o-", label="LSTM, held-out modules")
     ax.axhline(ngram_bpc, color="k", ls="--", label=f"{order}-gram Kneser-Ney, held-out")

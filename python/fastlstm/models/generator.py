@@ -182,19 +182,48 @@ class SequenceGenerator(Module):
         return X, Y, lengths
 
     def fit_text(self, text, valid_text=None, *, seq_len=1000, tbptt=100, epochs=4, batch_size=32, lr=3e-3,
-                 clip_norm=5.0, seed=0, callbacks=(), verbose=1):
+                 clip_norm=5.0, seed=0, max_seconds=None, round_rows=1000, optimizer="adam", callbacks=(),
+                 verbose=1):
         """Train on one long text (or id sequence): rows of seq_len tokens, truncated BPTT every
-        tbptt steps with the state carried along the row (fastlstm.train.fit). Returns the History."""
-        from ..train import fit
+        tbptt steps with the state carried along the row (fastlstm.train.fit). Returns the History.
+
+        max_seconds: a training time budget. The rows of each epoch (shuffled) are then trained in
+        rounds of round_rows rows — one fit() call each, sharing one optimizer, validating after
+        each — and training stops when the next round would end past the budget. The History then
+        has one entry per round, with "seconds" (elapsed) and "rows_seen"."""
+        from .. import optim
+        from ..train import History, fit
 
         X, Y = self.stream_windows(text, seq_len)
         val = None
         if valid_text is not None:
-            Xv, Yv = self.stream_windows(valid_text, min(seq_len, (len(valid_text) - 1)))
+            Xv, Yv = self.stream_windows(valid_text, min(seq_len, len(valid_text) - 1))
             val = (Xv, Yv)
-        return fit(self, X, Y, loss=CrossEntropyLoss(), lr=lr, epochs=epochs, batch_size=batch_size,
-                   validation_data=val, clip_norm=clip_norm, seed=seed, tbptt=tbptt, callbacks=callbacks,
-                   verbose=verbose)
+        kw = dict(loss=CrossEntropyLoss(), batch_size=batch_size, validation_data=val, clip_norm=clip_norm,
+                  tbptt=tbptt, callbacks=callbacks, verbose=verbose)
+        if max_seconds is None:
+            return fit(self, X, Y, optimizer=optimizer, lr=lr, epochs=epochs, seed=seed, **kw)
+        import time
+
+        opt = optim.get_optimizer(optimizer, self, lr)
+        rng = np.random.default_rng(seed)
+        history, t0, seen, k = History(), time.perf_counter(), 0, 0
+        for epoch in range(epochs):
+            order = rng.permutation(len(X))
+            for r in range(0, len(X), int(round_rows)):
+                t1 = time.perf_counter()
+                idx = np.sort(order[r:r + int(round_rows)])
+                h = fit(self, X[idx], Y[idx], optimizer=opt, epochs=1, seed=seed + k, **kw)
+                seen += len(idx)
+                logs = {key: v[-1] for key, v in h.history.items()}
+                logs.update(seconds=time.perf_counter() - t0, rows_seen=seen, epoch=epoch)
+                history.append(k, logs)
+                k += 1
+                if time.perf_counter() - t0 + (time.perf_counter() - t1) > max_seconds:
+                    history.optimizer = opt
+                    return history
+        history.optimizer = opt
+        return history
 
     def fit_sequences(self, seqs, conditions=None, *, epochs=50, batch_size=32, lr=3e-3, clip_norm=5.0,
                       seed=0, validation_data=None, callbacks=(), verbose=0):
