@@ -36,7 +36,8 @@ def sampling_probs(logits, temperature: float = 1.0, top_k: int | None = None, t
         raise ValueError(f"temperature must be a positive finite number, got {temperature} "
                          f"(use greedy decoding for temperature 0)")
     V = logits.shape[1]
-    p = np.exp(log_softmax(logits / temperature))
+    p = np.exp((logits - logits.max(axis=1, keepdims=True)) / temperature)   # ∝ softmax(logits / T)
+    p /= p.sum(axis=1, keepdims=True)
     if top_k is not None:
         if int(top_k) < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
@@ -63,9 +64,12 @@ def sample_logits(logits, rng: np.random.Generator, temperature: float = 1.0, to
     if temperature == 0:
         return np.asarray(logits).argmax(axis=1).astype(np.int64)
     p = sampling_probs(logits, temperature, top_k, top_p)
-    u = rng.random(p.shape[0])[:, None]
+    u = rng.random(p.shape[0])
     # inverse CDF: the first token whose cumulative probability exceeds u
-    idx = (np.cumsum(p, axis=1) <= u).sum(axis=1)
+    cdf = np.cumsum(p, axis=1)
+    if p.shape[0] == 1:  # one stream (the common case): a binary search
+        return np.minimum(np.searchsorted(cdf[0], u, side="right"), p.shape[1] - 1).astype(np.int64)
+    idx = (cdf <= u[:, None]).sum(axis=1)
     return np.minimum(idx, p.shape[1] - 1).astype(np.int64)
 
 

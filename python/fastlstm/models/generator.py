@@ -182,15 +182,17 @@ class SequenceGenerator(Module):
         return X, Y, lengths
 
     def fit_text(self, text, valid_text=None, *, seq_len=1000, tbptt=100, epochs=4, batch_size=32, lr=3e-3,
-                 clip_norm=5.0, seed=0, max_seconds=None, round_rows=1000, optimizer="adam", callbacks=(),
-                 verbose=1):
+                 clip_norm=5.0, seed=0, max_seconds=None, round_rows=1000, lr_decay="cosine", optimizer="adam",
+                 callbacks=(), verbose=1):
         """Train on one long text (or id sequence): rows of seq_len tokens, truncated BPTT every
         tbptt steps with the state carried along the row (fastlstm.train.fit). Returns the History.
 
         max_seconds: a training time budget. The rows of each epoch (shuffled) are then trained in
         rounds of round_rows rows — one fit() call each, sharing one optimizer, validating after
         each — and training stops when the next round would end past the budget. The History then
-        has one entry per round, with "seconds" (elapsed) and "rows_seen"."""
+        has one entry per round, with "seconds" (elapsed) and "rows_seen". With lr_decay="cosine"
+        each round starts at lr·(0.1 + 0.9·(1 + cos(π·elapsed/max_seconds))/2): the rate anneals
+        over the budget whatever the machine's speed."""
         from .. import optim
         from ..train import History, fit
 
@@ -205,6 +207,8 @@ class SequenceGenerator(Module):
             return fit(self, X, Y, optimizer=optimizer, lr=lr, epochs=epochs, seed=seed, **kw)
         import time
 
+        if lr_decay not in (None, "cosine"):
+            raise ValueError(f"lr_decay must be None or 'cosine', got {lr_decay!r}")
         opt = optim.get_optimizer(optimizer, self, lr)
         rng = np.random.default_rng(seed)
         history, t0, seen, k = History(), time.perf_counter(), 0, 0
@@ -212,6 +216,9 @@ class SequenceGenerator(Module):
             order = rng.permutation(len(X))
             for r in range(0, len(X), int(round_rows)):
                 t1 = time.perf_counter()
+                if lr_decay == "cosine":
+                    progress = min(1.0, (t1 - t0) / max_seconds) if max_seconds > 0 else 1.0
+                    opt.lr = lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress)))
                 idx = np.sort(order[r:r + int(round_rows)])
                 h = fit(self, X[idx], Y[idx], optimizer=opt, epochs=1, seed=seed + k, **kw)
                 seen += len(idx)
