@@ -110,7 +110,7 @@ def test_save_load_translates_identically(trained, tmp_path):
     fastlstm.save(path, m)
     back, _, _ = fastlstm.load(path)
     assert isinstance(back, Seq2Seq) and back.src_vocab == m.src_vocab
-    assert back.max_source_len == m.max_source_len == 3
+    assert back.max_target_len == m.max_target_len == 2   # the longest target seen in fit()
     for kw in (dict(beam_width=1), dict(beam_width=4, alpha=0.6)):
         a, b = m.decode_ids(qs, **kw), back.decode_ids(qs, **kw)
         assert all(np.array_equal(x, y) for x, y in zip(a, b))
@@ -127,8 +127,11 @@ def test_bad_input(trained):
     m, _, _ = trained
     with pytest.raises(ValueError, match="source 1 is empty"):
         m.translate(["1+1", ""])
+    capped = Seq2Seq(DIGITS, hidden_size=4, max_source_len=3)
+    with pytest.raises(ValueError, match="source 0 has 4 tokens, more than max_source_len = 3"):
+        capped.translate(["12+1"])
     with pytest.raises(ValueError, match="more than max_source_len = 3"):
-        m.translate(["12+1"])
+        capped.fit(["1+1", "12+1"], ["2", "13"], epochs=1, verbose=0)
     with pytest.raises(ValueError, match=r"beam_width = 16 is wider than the vocabulary \(15 tokens\)"):
         m.translate(["1+1"], beam_width=16)
     with pytest.raises(TypeError, match="list of str"):

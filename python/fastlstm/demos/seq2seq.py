@@ -106,7 +106,7 @@ def run_task(name, args, say):
     t0 = time.perf_counter()
     # order matters: the exact match joins the logs before the time budget looks at the clock
     callbacks = [ExactMatch(data["val"], args.target, curve, t0), TimeBudget(args.minutes * 60),
-                 ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2)]
+                 ReduceLROnPlateau(monitor="val_exact", mode="max", factor=0.5, patience=1)]
     model.fit(*data["train"], epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
               validation_data=data["val"], callbacks=callbacks, verbose=0 if args.no_progress else 1)
     train_time = time.perf_counter() - t0

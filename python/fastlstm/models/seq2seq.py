@@ -90,9 +90,10 @@ def _as_vocab(v, name):
 class Seq2Seq(Module):
     """Character encoder–decoder (see the module docstring). Sources and targets are str.
 
-    max_source_len / max_target_len: None = the longest seen by fit(). A source longer than
-    max_source_len is a ValueError in translate(); decoding stops after max_len tokens (default
-    max_target_len + 5) and returns what it has, without an end token."""
+    max_source_len: a hard limit on source tokens (None: none) — a longer source is a ValueError
+    in fit() and translate(). max_target_len: None = the longest target seen by fit(); decoding
+    stops after max_len tokens (default max_target_len + 5) and returns what it has (no end
+    token). Characters outside a vocabulary follow its `unknown` policy (default: the UNK id)."""
 
     def __init__(self, src_vocab, tgt_vocab=None, embedding_dim=32, hidden_size=128, num_layers=1,
                  bidirectional=False, attention=None, reverse_source=False, max_source_len=None,
@@ -180,7 +181,7 @@ class Seq2Seq(Module):
         return None
 
     # -- data ---------------------------------------------------------------------------------
-    def _src_ids(self, sources, check_len=True):
+    def _src_ids(self, sources):
         if isinstance(sources, str):
             raise TypeError("sources must be a list of str, not one str")
         rows = []
@@ -188,9 +189,9 @@ class Seq2Seq(Module):
             ids = self.src_vocab.encode(s)
             if len(ids) == 0:
                 raise ValueError(f"source {i} is empty: the encoder needs at least one token")
-            if check_len and self.max_source_len is not None and len(ids) > self.max_source_len:
+            if self.max_source_len is not None and len(ids) > self.max_source_len:
                 raise ValueError(f"source {i} has {len(ids)} tokens, more than max_source_len = "
-                                 f"{self.max_source_len} (the longest seen in training)")
+                                 f"{self.max_source_len}")
             rows.append(ids[::-1] if self.reverse_source else ids)
         lengths = np.array([len(r) for r in rows], np.int64)
         X = np.full((len(rows), int(lengths.max())), PAD, np.int64)
@@ -205,7 +206,7 @@ class Seq2Seq(Module):
             raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
         if not len(sources):
             raise ValueError("no training pairs")
-        src, src_len = self._src_ids(sources, check_len=False)
+        src, src_len = self._src_ids(sources)
         tg = [self.tgt_vocab.encode(t) for t in targets]
         tgt_len = np.array([len(t) + 1 for t in tg], np.int64)
         T = int(tgt_len.max())
@@ -223,7 +224,6 @@ class Seq2Seq(Module):
         from ..train import fit
 
         X, lengths, Y, y_len = self.prepare(sources, targets)
-        self.max_source_len = int(max(self.max_source_len or 0, lengths[0].max()))
         self.max_target_len = int(max(self.max_target_len or 0, y_len.max() - 1))
         val = None
         if validation_data is not None:
