@@ -344,25 +344,31 @@ class NGramModel:
 # ---------------------------------------------------------------------------------------------
 
 def addition_problems(n: int, digits: int = 3, seed: int = 0, exclude=()):
-    """n distinct problems "a+b" -> "sum" with a, b of 1..digits digits (Keras' addition_rnn:
-    the number of digits drawn uniformly, then each digit). Pairs in `exclude` (question strings)
-    are skipped, so a test set can be made disjoint from training."""
+    """n distinct problems "a+b" -> "a+b's sum" with a, b uniform in [0, 10^digits) (for digits=3,
+    99% of operands have 2 or 3 digits). Problems in `exclude` (question strings) are skipped, so
+    a test set can be disjoint from training.
+
+    (Keras' addition_rnn draws the number of digits first. That over-represents short operands —
+    a third of them have one digit, yet only 100 one-digit pairs exist — so a disjoint test set
+    would take most of those pairs and leave training without them.)"""
     if digits < 1:
         raise ValueError(f"digits must be >= 1, got {digits}")
-    cap = (10 ** digits) ** 2
+    m = 10 ** digits
     seen = set(exclude)
-    if n > cap - len(seen):
-        raise ValueError(f"only {cap} distinct {digits}-digit problems exist, asked for {n}")
+    if n > m * m - len(seen):
+        raise ValueError(f"only {m * m} distinct {digits}-digit problems exist, asked for {n}")
     rng = np.random.default_rng(seed)
     qs, ans = [], []
     while len(qs) < n:
-        a, b = (int("".join(map(str, rng.integers(0, 10, rng.integers(1, digits + 1))))) for _ in range(2))
-        q = f"{a}+{b}"
-        if q in seen:
-            continue
-        seen.add(q)
-        qs.append(q)
-        ans.append(str(a + b))
+        for a, b in rng.integers(0, m, (max(16, 2 * (n - len(qs))), 2)):
+            q = f"{a}+{b}"
+            if q in seen:
+                continue
+            seen.add(q)
+            qs.append(q)
+            ans.append(str(a + b))
+            if len(qs) == n:
+                break
     return qs, ans
 
 
