@@ -56,15 +56,15 @@ def sampling(hidden=256, vocab=100, embedding=32, steps=400, repeats=5, min_time
     H = hidden
 
     def ours(n, greedy=False):
+        if not greedy:  # what a user calls: n characters after the token 1
+            return gen.generate(n, np.array([1]), seed=seed, stop_at_end=False)
         s = gen.sampler(1)
-        rng = np.random.default_rng(seed)
         tok, toks, logs = np.array([1]), [], []
         for _ in range(n):
             logits = s.step(tok)
-            tok = logits.argmax(1) if greedy else sample_logits(logits, rng)
-            if greedy:
-                toks.append(int(tok[0]))
-                logs.append(logits[0].copy())
+            tok = logits.argmax(1)
+            toks.append(int(tok[0]))
+            logs.append(logits[0].copy())
         return toks, logs
 
     def theirs(n, greedy=False):
@@ -132,24 +132,42 @@ def beam(hidden=128, n_sources=1000, beam_width=4, max_len=6, repeats=3, min_tim
     from ..models.seq2seq import Seq2Seq
     from ..text import CharVocab, addition_problems
 
+    from ..decoding import beam_search, greedy_decode
+    from ..text import END, START
+
     m = Seq2Seq(CharVocab("0123456789+"), hidden_size=hidden, attention="general", seed=seed)
     src, _ = addition_problems(n_sources, 3, seed=seed)
-    one = src[:1]
+    V = len(m.tgt_vocab)
+    rows = {}
+
+    def decode(sources, width, key):
+        """decode_ids, with the decoder rows × steps actually run counted (beams may end early)."""
+        state, step, reorder = m.decoder_state(sources)
+        count = [0]
+
+        def counted(tok, st):
+            count[0] += len(tok)
+            return step(tok, st)
+
+        if width == 1:
+            greedy_decode(counted, state, len(sources), START, END, max_len)
+        else:
+            beam_search(counted, reorder, state, len(sources), START, END, max_len, width, 0.0, V)
+        rows[key] = count[0]
+
     t = {
-        "greedy_batch": time_call(lambda: m.decode_ids(src, 1, max_len=max_len), repeats, 1, min_time),
-        "beam_batch": time_call(lambda: m.decode_ids(src, beam_width, max_len=max_len), repeats, 1, min_time),
-        "greedy_one": time_call(lambda: m.decode_ids(one, 1, max_len=max_len), repeats, 2, min_time),
-        "beam_one": time_call(lambda: m.decode_ids(one, beam_width, max_len=max_len), repeats, 2, min_time),
+        "greedy_batch": time_call(lambda: decode(src, 1, "greedy_batch"), repeats, 1, min_time),
+        "beam_batch": time_call(lambda: decode(src, beam_width, "beam_batch"), repeats, 1, min_time),
+        "greedy_one": time_call(lambda: decode(src[:1], 1, "greedy_one"), repeats, 2, min_time),
+        "beam_one": time_call(lambda: decode(src[:1], beam_width, "beam_one"), repeats, 2, min_time),
     }
     ms = {k: v["median_ms"] for k, v in t.items()}
-    # an untrained model never emits the end token early: every row runs max_len steps
+    n = {"greedy_batch": n_sources, "beam_batch": n_sources, "greedy_one": 1, "beam_one": 1}
     return {"H": hidden, "N": n_sources, "beam_width": beam_width, "max_len": max_len, "timings": t,
-            "sequences_per_second": {"greedy_batch": n_sources / ms["greedy_batch"] * 1e3,
-                                     "beam_batch": n_sources / ms["beam_batch"] * 1e3,
-                                     "greedy_one": 1e3 / ms["greedy_one"], "beam_one": 1e3 / ms["beam_one"]},
-            "decoder_rows_x_steps_per_second": {
-                "greedy_batch": n_sources * max_len / ms["greedy_batch"] * 1e3,
-                "beam_batch": n_sources * beam_width * max_len / ms["beam_batch"] * 1e3}}
+            "sequences_per_second": {k: n[k] / ms[k] * 1e3 for k in t},
+            "decoder_rows_x_steps_per_second": {k: rows[k] / ms[k] * 1e3 for k in t},
+            "us_per_decoder_step_call": {k: 1e3 * ms[k] / (rows[k] / (n[k] * (beam_width if "beam" in k else 1)))
+                                         for k in t}}
 
 
 def format_text(r) -> str:
@@ -170,10 +188,12 @@ def format_text(r) -> str:
     b = r["beam"]
     q = b["sequences_per_second"]
     w = b["decoder_rows_x_steps_per_second"]
-    lines += [f"beam search, Seq2Seq H={b['H']} general attention, {b['max_len']} steps per sequence",
+    u = b["us_per_decoder_step_call"]
+    lines += [f"beam search, Seq2Seq H={b['H']} general attention (untrained), at most {b['max_len']} steps",
               f"  {b['N']} sources: greedy {q['greedy_batch']:.0f} seq/s ({w['greedy_batch']:.0f} row-steps/s), "
               f"beam {b['beam_width']} {q['beam_batch']:.0f} seq/s ({w['beam_batch']:.0f} row-steps/s)",
-              f"  one source: greedy {q['greedy_one']:.0f} seq/s, beam {b['beam_width']} {q['beam_one']:.0f} seq/s"]
+              f"  one source: greedy {q['greedy_one']:.0f} seq/s ({u['greedy_one']:.0f} us/step), "
+              f"beam {b['beam_width']} {q['beam_one']:.0f} seq/s ({u['beam_one']:.0f} us/step of {b['beam_width']} rows)"]
     return "\n".join(lines)
 
 

@@ -31,7 +31,7 @@ def build_parser():
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", choices=("addition", "dates", "both"), default="both")
     ap.add_argument("--out", default=os.path.join("reports", "seq2seq"), help="report folder")
-    ap.add_argument("--minutes", type=float, default=5.0, help="training time budget per task (default 5)")
+    ap.add_argument("--minutes", type=float, default=8.0, help="training time budget per task (default 8)")
     ap.add_argument("--epochs", type=int, default=40, help="at most this many epochs per task")
     ap.add_argument("--target", type=float, default=0.998,
                     help="stop when the validation exact match reaches this (default 0.998)")

@@ -319,7 +319,7 @@ class SequenceGenerator(Module):
                 done |= tok == self.end_id
                 if done.all():
                     break
-            logits = s.step(tok)
+            logits = s._step(tok)
         if self.vocab is None:
             return out
         texts = [self.vocab.decode(row, stop_at_end=stop_at_end) for row in out]
@@ -377,6 +377,10 @@ class Sampler:
         ids = check_token_ids(ids, self.model.vocab_size, "ids").reshape(-1)
         if ids.shape[0] != self.h.shape[1]:
             raise ValueError(f"ids must hold one token per stream ({self.h.shape[1]}), got {ids.shape[0]}")
+        return self._step(ids)
+
+    def _step(self, ids):
+        """step() for ids known to be valid (generate() feeds back its own draws)."""
         x = self._input(ids)
         for l, cell in enumerate(self.cells):
             x = cell.step(x, self.h[l], self.c[l])                   # h[l], c[l] updated in place
