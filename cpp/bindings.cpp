@@ -2,17 +2,21 @@
 //
 // Arrays are taken without copies when they are already C-contiguous float32 and checked here
 // again (the Python layer validates first; this is the last line before raw pointers): a bad
-// dtype, layout or shape raises TypeError/ValueError, never reaches the kernels. The GIL is
-// released while kernels run.
+// dtype, layout or shape raises TypeError/ValueError naming the argument, never reaches the
+// kernels. The GIL is released while kernels run, so what a kernel reads without the GIL must
+// be what was checked: small index arrays (lengths) are copied before they are checked.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "cpu_features.h"
 #include "lstm.h"
@@ -26,6 +30,13 @@ namespace {
 std::atomic<int> g_threads{1};
 std::atomic<const char*> g_last_isa{""};
 
+// The most threads set_num_threads accepts: the pool spawns that many workers on the next call.
+constexpr long long kMaxThreads = 1024;
+
+// A streaming step of at most this many state values (B·H) keeps the GIL: releasing and
+// re-taking it costs ~0.2 µs, a sizeable part of a ~1 µs step of a small model.
+constexpr long kStepGilFreeMin = 4096;
+
 using farray = py::array_t<float, py::array::c_style>;
 
 std::string shape_str(const std::vector<py::ssize_t>& s) {
@@ -34,35 +45,91 @@ std::string shape_str(const std::vector<py::ssize_t>& s) {
   return out + (s.size() == 1 ? ",)" : ")");
 }
 
-// A float32 C-contiguous array of exactly `shape`, or a Python exception naming `name`.
-const float* checked(const py::array& a, const char* name, std::vector<py::ssize_t> shape) {
-  if (!a.dtype().is(py::dtype::of<float>()))
-    throw py::type_error(std::string(name) + " must be a float32 array, got dtype " +
+// float32 in this machine's byte order, compared by equality: an unpickled array's dtype is
+// equal to, but not the same object as, NumPy's canonical float32 (nor is one with metadata).
+bool is_native_float32(const py::dtype& d) {
+  return d.equal(py::dtype::of<float>()) && d.attr("isnative").cast<bool>();
+}
+
+// A float32 C-contiguous array of exactly `shape`, or a Python exception naming `name` (and,
+// in `where`, the arguments the sizes come from: a wrong x must not be blamed on W_ih alone).
+const float* checked(const py::array& a, const char* name, std::vector<py::ssize_t> shape, const char* where = "") {
+  if (!is_native_float32(a.dtype()))
+    throw py::type_error(std::string(name) + " must be a float32 array in native byte order, got dtype " +
                          std::string(py::str(a.dtype())));
   if (!(a.flags() & py::array::c_style))
     throw py::value_error(std::string(name) + " must be C-contiguous");
   std::vector<py::ssize_t> got(a.shape(), a.shape() + a.ndim());
   if (got != shape)
-    throw py::value_error(std::string(name) + " must have shape " + shape_str(shape) + ", got " + shape_str(got));
+    throw py::value_error(std::string(name) + " must have shape " + shape_str(shape) + (*where ? " (" : "") + where +
+                          (*where ? ")" : "") + ", got " + shape_str(got));
   return static_cast<const float*>(a.data());
 }
 
-const int64_t* checked_lengths(const py::object& lengths, int T, int B) {
-  if (lengths.is_none()) return nullptr;
-  auto arr = py::cast<py::array>(lengths);
-  if (!arr.dtype().is(py::dtype::of<int64_t>()) || !(arr.flags() & py::array::c_style))
-    throw py::type_error("lengths must be a C-contiguous int64 array");
+// A dimension of `name` as an int the kernels can index with (4·H must fit too).
+int dim(py::ssize_t n, const char* name) {
+  if (n < 1 || n > INT_MAX / 4) throw py::value_error(std::string(name) + " must be in [1, " +
+                                                      std::to_string(INT_MAX / 4) + "], got " + std::to_string(n));
+  return (int)n;
+}
+
+// True/False (or a NumPy bool) only: "no" or 0 must not count as a flag.
+bool flag(const py::handle& o, const char* name) {
+  if (o.ptr() == Py_True) return true;
+  if (o.ptr() == Py_False) return false;
+  if (py::isinstance(o, py::module_::import("numpy").attr("bool_"))) return o.cast<bool>();
+  throw py::type_error(std::string(name) + " must be a bool, got " +
+                       py::str(py::type::of(o).attr("__name__")).cast<std::string>());
+}
+
+// None, or a private copy of lengths (B,) int64 with 0 <= lengths[b] <= T. Copied before it is
+// checked: the caller's array may be a temporary (a list converts to one) or be rewritten by
+// another Python thread while the kernel runs without the GIL.
+std::vector<int64_t> checked_lengths(const py::object& lengths, int T, int B) {
+  if (lengths.is_none()) return {};
+  py::array arr = py::array::ensure(lengths);
+  if (!arr) throw py::type_error("lengths must be None or an int64 array of shape (B,)");
+  if (!arr.dtype().equal(py::dtype::of<int64_t>()) || !arr.dtype().attr("isnative").cast<bool>() ||
+      !(arr.flags() & py::array::c_style))
+    throw py::type_error("lengths must be a C-contiguous int64 array, got dtype " + std::string(py::str(arr.dtype())));
   if (arr.ndim() != 1 || arr.shape(0) != B)
     throw py::value_error("lengths must have shape (B,) = (" + std::to_string(B) + ",)");
   const int64_t* l = static_cast<const int64_t*>(arr.data());
+  std::vector<int64_t> out(l, l + B);
   for (int b = 0; b < B; ++b)
-    if (l[b] < 0 || l[b] > T)
+    if (out[b] < 0 || out[b] > T)
       throw py::value_error("lengths must lie in [0, T] = [0, " + std::to_string(T) + "], got lengths[" +
-                            std::to_string(b) + "] = " + std::to_string(l[b]));
-  return l;
+                            std::to_string(b) + "] = " + std::to_string(out[b]));
+  return out;
+}
+
+// pybind11 lets Python call Cls.__new__(Cls) and then use an object whose C++ value was never
+// constructed: it allocates the value lazily, uninitialised. Zeroed storage makes that state
+// detectable (a constructed Cell has a kernel table, a constructed Workspace an ISA name).
+struct ZeroedNew {
+  static void* operator new(size_t n) {
+    void* p = std::calloc(1, n);
+    if (!p) throw std::bad_alloc();
+    return p;
+  }
+  static void operator delete(void* p) noexcept { std::free(p); }
+};
+
+// The workspace object handed to Python (the kernels see the Workspace base).
+struct PyWorkspace : Workspace, ZeroedNew {};
+
+const PyWorkspace& live(const PyWorkspace& w) {
+  if (!w.isa)
+    throw py::type_error("workspace is not one made by lstm_forward(..., training=True) (its constructor never ran)");
+  return w;
+}
+
+[[noreturn]] void refuse_pickle(const char* what, const char* instead) {
+  throw py::type_error(std::string("fastlstm._core.") + what + " cannot be pickled: " + instead);
 }
 
 float* mut(farray& a) { return a.mutable_data(); }
+
 
 const KernelTable* table_by_name(const std::string& name) {
   const KernelTable* t = find_table(name.c_str());
@@ -75,34 +142,43 @@ const KernelTable* table_by_name(const std::string& name) {
 // x, h0, c0, lengths of a forward call with H hidden units; output arrays allocated.
 struct ForwardCall {
   ForwardArgs a{};
+  std::vector<int64_t> lengths;  // the checked copy the kernel reads
   farray y, hT, cT;
-  ForwardCall(py::array x, int H, py::array h0, py::array c0, py::object lengths, bool reverse) {
+  ForwardCall(const py::array& x, int H, const py::array& h0, const py::array& c0, const py::object& lengths_,
+              const py::object& reverse) {
     if (x.ndim() != 3) throw py::value_error("x must have shape (T, B, I)");
-    const int T = (int)x.shape(0), B = (int)x.shape(1), I = (int)x.shape(2);
-    if (T < 1 || B < 1 || I < 1 || H < 1) throw py::value_error("T, B, I and H must all be >= 1");
+    const int T = dim(x.shape(0), "x's T"), B = dim(x.shape(1), "x's B"), I = dim(x.shape(2), "x's I");
     a.T = T; a.B = B; a.I = I; a.H = H;
     a.x = checked(x, "x", {T, B, I});
-    a.h0 = checked(h0, "h0", {B, H});
-    a.c0 = checked(c0, "c0", {B, H});
-    a.lengths = checked_lengths(lengths, T, B);
-    a.reverse = reverse;
+    a.h0 = checked(h0, "h0", {B, H}, "B from x, H from the weights");
+    a.c0 = checked(c0, "c0", {B, H}, "B from x, H from the weights");
+    lengths = checked_lengths(lengths_, T, B);
+    a.lengths = lengths.empty() ? nullptr : lengths.data();
+    a.reverse = flag(reverse, "reverse");
     y = farray({T, B, H}); hT = farray({B, H}); cT = farray({B, H});
     a.y = mut(y); a.hT = mut(hT); a.cT = mut(cT);
     a.threads = g_threads.load();
   }
 };
 
-py::tuple forward(py::array x, py::array W_ih, py::array W_hh, py::array b, py::array h0, py::array c0,
-                  py::object lengths, bool reverse, bool training) {
-  if (W_hh.ndim() != 2) throw py::value_error("W_hh must have shape (4H, H)");
-  ForwardCall f(x, (int)W_hh.shape(1), h0, c0, lengths, reverse);
+// H of W_hh (4H, H), checked before any 4·H is formed.
+int hidden_of(const py::array& W_hh) {
+  if (W_hh.ndim() != 2 || W_hh.shape(0) != 4 * W_hh.shape(1))
+    throw py::value_error("W_hh must have shape (4H, H)");
+  return dim(W_hh.shape(1), "W_hh's H");
+}
+
+py::tuple forward(const py::array& x, const py::array& W_ih, const py::array& W_hh, const py::array& b,
+                  const py::array& h0, const py::array& c0, const py::object& lengths, const py::object& reverse,
+                  const py::object& training) {
+  ForwardCall f(x, hidden_of(W_hh), h0, c0, lengths, reverse);
   ForwardArgs& a = f.a;
   const int I = a.I, H = a.H;
-  a.W_ih = checked(W_ih, "W_ih", {4 * H, I});
+  a.W_ih = checked(W_ih, "W_ih", {4 * H, I}, "4H, I: H from W_hh, I from x");
   a.W_hh = checked(W_hh, "W_hh", {4 * H, H});
-  a.b = checked(b, "b", {4 * H});
-  std::shared_ptr<Workspace> ws;
-  if (training) ws = std::make_shared<Workspace>();
+  a.b = checked(b, "b", {4 * H}, "4H: H from W_hh");
+  std::shared_ptr<PyWorkspace> ws;
+  if (flag(training, "training")) ws = std::make_shared<PyWorkspace>();
   a.ws = ws.get();
   const KernelTable* t = active_table();
   {
@@ -113,21 +189,30 @@ py::tuple forward(py::array x, py::array W_ih, py::array W_hh, py::array b, py::
   return py::make_tuple(f.y, f.hT, f.cT, ws ? py::cast(ws) : py::none());
 }
 
-py::tuple backward(py::array dy, py::array dhT, py::array dcT, std::shared_ptr<Workspace> ws, py::array x,
-                   py::array W_ih, py::array W_hh, py::array h0, py::array c0, py::object lengths, bool reverse) {
-  if (!ws) throw py::type_error("backward needs the workspace of forward(..., training=True)");
+// h0, c0 and lengths are in the contract's signature (DESIGN.md §2) but not read: the workspace
+// keeps the initial state and the row lengths of forward.
+py::tuple backward(const py::array& dy, const py::array& dhT, const py::array& dcT, const py::object& workspace,
+                   const py::array& x, const py::array& W_ih, const py::array& W_hh, const py::object& /*h0*/,
+                   const py::object& /*c0*/, const py::object& /*lengths*/, const py::object& reverse) {
+  if (!py::isinstance<PyWorkspace>(workspace))
+    throw py::type_error("workspace must be the Workspace of lstm_forward(..., training=True)");
+  std::shared_ptr<PyWorkspace> ws;
+  try {
+    ws = workspace.cast<std::shared_ptr<PyWorkspace>>();
+  } catch (const py::cast_error&) {  // Workspace.__new__(Workspace): no value behind it
+    throw py::type_error("workspace is not one made by lstm_forward(..., training=True) (its constructor never ran)");
+  }
+  live(*ws);
   const int T = ws->T, B = ws->B, I = ws->I, H = ws->H;
-  if (reverse != ws->reverse) throw py::value_error("reverse differs from the forward call");
+  if (flag(reverse, "reverse") != ws->reverse) throw py::value_error("reverse differs from the forward call");
   BackwardArgs a{};
-  a.dy = checked(dy, "dy", {T, B, H});
-  a.dhT = checked(dhT, "dhT", {B, H});
-  a.dcT = checked(dcT, "dcT", {B, H});
-  a.x = checked(x, "x", {T, B, I});
-  a.W_ih = checked(W_ih, "W_ih", {4 * H, I});
-  a.W_hh = checked(W_hh, "W_hh", {4 * H, H});
-  checked(h0, "h0", {B, H});
-  checked(c0, "c0", {B, H});
-  checked_lengths(lengths, T, B);
+  const char* fwd = "as in the forward call of this workspace";
+  a.dy = checked(dy, "dy", {T, B, H}, fwd);
+  a.dhT = checked(dhT, "dhT", {B, H}, fwd);
+  a.dcT = checked(dcT, "dcT", {B, H}, fwd);
+  a.x = checked(x, "x", {T, B, I}, fwd);
+  a.W_ih = checked(W_ih, "W_ih", {4 * H, I}, fwd);
+  a.W_hh = checked(W_hh, "W_hh", {4 * H, H}, fwd);
   a.ws = ws.get();
   farray dx({T, B, I}), dW_ih({4 * H, I}), dW_hh({4 * H, H}), db({4 * H}), dh0({B, H}), dc0({B, H});
   a.dx = mut(dx); a.dW_ih = mut(dW_ih); a.dW_hh = mut(dW_hh); a.db = mut(db); a.dh0 = mut(dh0); a.dc0 = mut(dc0);
@@ -141,23 +226,37 @@ py::tuple backward(py::array dy, py::array dhT, py::array dcT, std::shared_ptr<W
   return py::make_tuple(dx, dW_ih, dW_hh, db, dh0, dc0);
 }
 
+// Byte ranges of two arrays intersect (a conservative test, like numpy.may_share_memory).
+bool overlap(const py::array& a, const py::array& b) {
+  const char* pa = static_cast<const char*>(a.data());
+  const char* pb = static_cast<const char*>(b.data());
+  return pa < pb + b.nbytes() && pb < pa + a.nbytes();
+}
+
 // A packed copy of one layer's weights for repeated inference: whole sequences (forward) or
 // single streaming steps (step). Packed by, and always run on, the ISA active at construction.
-struct Cell {
+struct Cell : ZeroedNew {
   Packed P;
-  const KernelTable* table;
-  Cell(py::array W_ih, py::array W_hh, py::array b) {
-    if (W_hh.ndim() != 2 || W_ih.ndim() != 2) throw py::value_error("W_ih and W_hh must be 2-d");
-    const int H = (int)W_hh.shape(1), I = (int)W_ih.shape(1);
-    if (H < 1 || I < 1) throw py::value_error("H and I must be >= 1");
-    const float* wi = checked(W_ih, "W_ih", {4 * H, I});
+  const KernelTable* table;  // null only in a Cell whose constructor never ran (see ZeroedNew)
+  Cell(const py::array& W_ih, const py::array& W_hh, const py::array& b) {
+    const int H = hidden_of(W_hh);
+    if (W_ih.ndim() != 2) throw py::value_error("W_ih must have shape (4H, I)");
+    const int I = dim(W_ih.shape(1), "W_ih's I");
+    const float* wi = checked(W_ih, "W_ih", {4 * H, I}, "4H, I: H from W_hh");
     const float* wh = checked(W_hh, "W_hh", {4 * H, H});
-    const float* bb = checked(b, "b", {4 * H});
-    table = active_table();
-    table->pack_weights(wi, wh, bb, I, H, P, g_threads.load(), true);
+    const float* bb = checked(b, "b", {4 * H}, "4H: H from W_hh");
+    const KernelTable* t = active_table();
+    t->pack_weights(wi, wh, bb, I, H, P, g_threads.load(), true);
+    table = t;
+  }
+  const Cell& live() const {
+    if (!table) throw py::type_error("this Cell was not constructed: use _core.Cell(W_ih, W_hh, b)");
+    return *this;
   }
   // inference over whole sequences with the packed weights -> (y, hT, cT)
-  py::tuple forward(py::array x, py::array h0, py::array c0, py::object lengths, bool reverse) {
+  py::tuple forward(const py::array& x, const py::array& h0, const py::array& c0, const py::object& lengths,
+                    const py::object& reverse) {
+    live();
     ForwardCall f(x, P.H, h0, c0, lengths, reverse);
     if (f.a.I != P.I)
       throw py::value_error("x must have shape (T, B, I) with I = " + std::to_string(P.I) + ", got I = " +
@@ -169,21 +268,23 @@ struct Cell {
     g_last_isa = table->name;
     return py::make_tuple(f.y, f.hT, f.cT);
   }
-  // h and c (B, H) float32 are updated in place; returns h
-  py::array step(py::array x, py::array h, py::array c) {
+  // h and c (B, H) float32 are updated in place; returns h. x is read while h and c are
+  // written, so none of the three may share memory.
+  py::array step(const py::array& x, py::array h, py::array c) {
+    live();
     if (x.ndim() != 2) throw py::value_error("x must have shape (B, I)");
-    const int B = (int)x.shape(0);
-    if (B < 1) throw py::value_error("x has an empty batch, B = 0");
-    const float* xp = checked(x, "x", {B, P.I});
-    checked(h, "h", {B, P.H});
-    checked(c, "c", {B, P.H});
-    if (!h.writeable() || !c.writeable()) throw py::value_error("h and c must be writeable");
+    const int B = dim(x.shape(0), "x's batch B");
+    const float* xp = checked(x, "x", {B, P.I}, "B, I: I of the weights");
+    checked(h, "h", {B, P.H}, "B, H: B from x, H of the weights");
+    checked(c, "c", {B, P.H}, "B, H: B from x, H of the weights");
+    if (!h.writeable()) throw py::value_error("h must be writeable (it is updated in place)");
+    if (!c.writeable()) throw py::value_error("c must be writeable (it is updated in place)");
+    if (overlap(h, c)) throw py::value_error("h and c must not overlap");
+    if (overlap(x, h)) throw py::value_error("x and h must not overlap");
+    if (overlap(x, c)) throw py::value_error("x and c must not overlap");
     float* hp = static_cast<float*>(h.mutable_data());
     float* cp = static_cast<float*>(c.mutable_data());
-    const long n = (long)B * P.H;
-    if (hp < cp + n && cp < hp + n) throw py::value_error("h and c must not overlap");
-    if (xp < hp + n && hp < xp + (long)B * P.I) throw py::value_error("x and h must not overlap");
-    if ((long)B * P.H > 4096) {
+    if ((long)B * P.H > kStepGilFreeMin) {
       py::gil_scoped_release nogil;
       table->lstm_step(P, xp, hp, cp, B);
     } else {
@@ -229,10 +330,13 @@ PYBIND11_MODULE(_core, m) {
         "force an ISA path this CPU supports");
   m.def("last_isa", [] { return std::string(g_last_isa.load()); }, "the ISA path of the last kernel call");
   m.def("vector_width", [] { return active_table()->vector_width; });
-  m.def("set_num_threads", [](int n) {
-    if (n < 1) throw py::value_error("number of threads must be >= 1");
-    g_threads = n;
-  });
+  m.def("set_num_threads", [](long long n) {
+    if (n < 1 || n > kMaxThreads)
+      throw py::value_error("number of threads must be in [1, " + std::to_string(kMaxThreads) + "], got " +
+                            std::to_string(n));
+    g_threads = (int)n;
+  }, py::arg("n"));
+  m.attr("max_threads") = kMaxThreads;
   m.def("get_num_threads", [] { return g_threads.load(); });
   m.def("fma_peak_gflops", [](int threads, double seconds) {
     if (threads < 1 || !(seconds > 0)) throw py::value_error("threads >= 1 and seconds > 0 required");
@@ -252,19 +356,27 @@ PYBIND11_MODULE(_core, m) {
         py::arg("W_ih"), py::arg("W_hh"), py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("reverse"),
         "-> (dx, dW_ih, dW_hh, db, dh0, dc0)");
 
-  py::class_<Workspace, std::shared_ptr<Workspace>>(m, "Workspace", "what forward keeps for backward")
-      .def_property_readonly("nbytes", &Workspace::nbytes)
-      .def_property_readonly("isa", [](const Workspace& w) { return std::string(w.isa); });
+  py::class_<PyWorkspace, std::shared_ptr<PyWorkspace>>(m, "Workspace", "what forward keeps for backward")
+      .def_property_readonly("nbytes", [](const PyWorkspace& w) { return live(w).nbytes(); })
+      .def_property_readonly("isa", [](const PyWorkspace& w) { return std::string(live(w).isa); })
+      .def("__reduce__", [](const PyWorkspace&) -> py::object {
+        refuse_pickle("Workspace", "it lives for one forward/backward pair in this process");
+      });
 
   py::class_<Cell>(m, "Cell", "packed weights of one layer for repeated inference (sequences or single steps)")
-      .def(py::init<py::array, py::array, py::array>(), py::arg("W_ih"), py::arg("W_hh"), py::arg("b"))
+      .def(py::init<const py::array&, const py::array&, const py::array&>(), py::arg("W_ih"), py::arg("W_hh"),
+           py::arg("b"))
       .def("forward", &Cell::forward, py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("lengths"),
            py::arg("reverse"), "inference over whole sequences with the packed weights -> (y, hT, cT)")
       .def("step", &Cell::step, py::arg("x"), py::arg("h"), py::arg("c"),
            "one time step; h and c (B, H) are updated in place; returns h")
-      .def_property_readonly("isa", [](const Cell& c) { return std::string(c.table->name); })
-      .def_property_readonly("input_size", [](const Cell& c) { return c.P.I; })
-      .def_property_readonly("hidden_size", [](const Cell& c) { return c.P.H; });
+      .def_property_readonly("isa", [](const Cell& c) { return std::string(c.live().table->name); })
+      .def_property_readonly("input_size", [](const Cell& c) { return c.live().P.I; })
+      .def_property_readonly("hidden_size", [](const Cell& c) { return c.live().P.H; })
+      .def("__reduce__", [](const Cell&) -> py::object {
+        refuse_pickle("Cell", "its weights are packed for this CPU's ISA; pickle fastlstm.prepack(...) "
+                              "(a Prepacked), which packs again when loaded");
+      });
 
   m.def("_set_fuse_rows", [](long n) { return g_fuse_rows.exchange(n); }, py::arg("rows"),
         "forward policy: fuse the input projection when a step has >= rows rows (-1: the kernels' "

@@ -360,3 +360,24 @@ def test_float64_data_is_cast_and_nan_padding_is_harmless(rng):
     assert np.isfinite(hist.history["loss"]).all()
     p = fastlstm.predict(model, X, lengths=lengths)
     assert p.dtype == np.float32 and np.isfinite(p).all()
+
+
+def test_fit_takes_a_ragged_list_and_buckets_by_length(rng):
+    seqs = [rng.standard_normal((int(n), 2)) for n in rng.integers(1, 30, 120)]
+    y = np.array([s[:, 0].sum() > 0 for s in seqs], np.int64)
+    model = nn.Sequential(nn.LSTM(2, 8, batch_first=True, seed=0), nn.MeanPool(), nn.Linear(8, 2, seed=0))
+    seen = []
+
+    class Spy(fastlstm.train.Callback):
+        def on_batch_end(self, batch, logs=None):
+            seen.append(logs["size"])
+
+    hist = fastlstm.fit(model, seqs, y, loss="cross_entropy", epochs=2, batch_size=16, bucket=True, verbose=0,
+                        callbacks=[Spy()], metrics=["accuracy"])
+    assert sum(seen) == 2 * 120 and np.isfinite(hist.history["loss"]).all()
+    p = fastlstm.predict(model, seqs)
+    assert p.shape == (120, 2)
+    x, lengths = fastlstm.data.pad_sequences(seqs)
+    np.testing.assert_array_equal(p, fastlstm.predict(model, x, lengths=lengths))
+    with pytest.raises(ValueError, match="lengths are taken from it"):
+        fastlstm.fit(model, seqs, y, lengths=lengths, loss="cross_entropy", verbose=0)

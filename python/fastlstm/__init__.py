@@ -19,7 +19,7 @@ from .backends import BackendUnavailable, set_backend
 from .core import Prepacked, Tape, lstm_backward, lstm_forward, prepack, stepper
 from .functional import StackTape, lstm, lstm_grad
 from .layers import LSTM, PrepackedLSTM
-from . import optim, train  # noqa: E402  (after nn and layers)
+from . import data, optim, train  # noqa: E402  (after nn and layers)
 from .io import CheckpointError, load, save
 from .train import evaluate, fit, predict
 
@@ -29,5 +29,12 @@ __all__ = [
     "__version__", "backends", "BackendUnavailable", "set_backend", "config", "show_config",
     "set_num_threads", "get_num_threads", "lstm_forward", "lstm_backward", "Tape",
     "lstm", "lstm_grad", "StackTape", "LSTM", "PrepackedLSTM", "prepack", "Prepacked", "stepper",
-    "nn", "optim", "train", "fit", "evaluate", "predict", "save", "load", "CheckpointError",
+    "nn", "data", "optim", "train", "fit", "evaluate", "predict", "save", "load", "CheckpointError",
 ]
+
+# Interop (issue 13): weights in and out (torch state_dicts, Keras files, ONNX tensors) and ONNX
+# export — NumPy only until used. The torch.nn.LSTM drop-in is `import fastlstm.torch` (needs torch).
+from . import interop  # noqa: E402
+from .interop import export_onnx, load_keras  # noqa: E402
+
+__all__ += ["interop", "export_onnx", "load_keras"]

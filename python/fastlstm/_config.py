@@ -1,48 +1,18 @@
-"""Runtime configuration: threads, the active backend and show_config()."""
+"""Runtime configuration: threads, the active backend and show_config().
+
+Imports run one way: this module reads the backend registry (fastlstm.backends), which holds
+the thread count every backend shares; no backend imports this module.
+"""
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
 
 from . import backends
+from .backends import get_num_threads, set_num_threads
 
-
-def _physical_cores() -> int:
-    """Physical cores available to this process (SMT siblings counted once)."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-    cores = set()
-    for c in cpus:
-        try:
-            with open(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list") as f:
-                cores.add(f.read().strip())
-        except OSError:
-            cores.add(str(c))
-    return max(1, len(cores))
-
-
-_num_threads = int(os.environ.get("FASTLSTM_NUM_THREADS", "0") or 0) or _physical_cores()
-
-
-def set_num_threads(n: int) -> None:
-    """Threads used by the native (and Numba) kernels; default = physical cores."""
-    global _num_threads
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"set_num_threads needs n >= 1, got {n}")
-    _num_threads = n
-    for name in ("native", "numba"):
-        mod = backends._modules.get(name)
-        if mod is not None and hasattr(mod, "set_num_threads"):
-            mod.set_num_threads(n)
-
-
-def get_num_threads() -> int:
-    return _num_threads
+__all__ = ["config", "show_config", "get_num_threads", "set_num_threads"]
 
 
 def config() -> dict:

@@ -87,6 +87,8 @@ def _stack(x, h0, c0, L, D, batch_first, run):
     y = inp
     if batch_first:
         y = np.ascontiguousarray(y.transpose(1, 0, 2))
+    if len(hs) == 1:  # one layer, one direction: a view, not a copy
+        return y, hs[0][None], cs[0][None], extras
     return y, np.stack(hs), np.stack(cs), extras
 
 

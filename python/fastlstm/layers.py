@@ -21,15 +21,18 @@ class LSTM(Module):
     >>> y, _ = lstm(x, training=True); dx = lstm.backward(dy)   # grads in lstm.grads
 
     dropout: applied to the outputs of every layer but the last in training mode (torch's rule).
-    forget_bias: None keeps torch's init (every bias U(-1/√H, 1/√H)); a number sets the forget
-    gate's b_ih to it and its b_hh to 0 (Keras' unit_forget_bias is 1.0).
+    forget_bias (default 1.0, Keras' unit_forget_bias): the forget gate's b_ih is set to it and its
+    b_hh to 0, so a fresh LSTM keeps its cell state; None keeps torch's init (every bias uniform in
+    ±1/√H). Measured (docs/forget-bias.json): echo task, label = token 18 steps back, LSTM(32),
+    Adam 1e-2, 30 epochs, 5 seeds (benchmarks/forget_bias.py): 4 of 5 seeds above 0.9 accuracy with 1.0 (first at epochs
+    13–28), none with torch's init (final 0.23–0.82).
     stateful: each call starts from the previous call's final state (h_n, c_n) unless hx is
     given — truncated BPTT over chunks of a long sequence; reset_states() starts afresh.
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  bidirectional=False, dtype=np.float32, seed=None, backend=None, dropout=0.0,
-                 forget_bias=None, stateful=False):
+                 forget_bias=1.0, stateful=False):
         super().__init__()
         if input_size < 1 or hidden_size < 1 or num_layers < 1:
             raise ValueError("input_size, hidden_size and num_layers must be >= 1, got "
@@ -115,7 +118,7 @@ class LSTM(Module):
         else:
             y, h_n, c_n, tape = functional.lstm(
                 x, self.weights(), h0, c0, lengths, bidirectional=self.bidirectional,
-                batch_first=self.batch_first, training=bool(training), backend=self.backend)
+                batch_first=self.batch_first, training=training, backend=self.backend)
             if training:
                 self._tape = tape
         if self.stateful:

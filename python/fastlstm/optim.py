@@ -48,9 +48,13 @@ class FlatParameters:
         model._flat = self
 
     def intact(self) -> bool:
-        """True while every module still holds the views (nobody re-bound an entry)."""
-        return all(np.shares_memory(m.params[k], self.params) and np.shares_memory(m.grads[k], self.grads)
-                   for m, k, _, _ in self.slots)
+        """True while every module still holds the views (nobody re-bound an entry). Cheap: a
+        view's .base is the flat buffer itself (NumPy collapses view chains)."""
+        P, G = self.params, self.grads
+        for m, k, _, _ in self.slots:
+            if m.params[k].base is not P or m.grads[k].base is not G:
+                return False
+        return True
 
 
 def _flat_of(model: Module) -> FlatParameters:

@@ -6,12 +6,17 @@ one new module plus its name in PREFERENCE.
 
 At import the first backend of PREFERENCE that loads becomes active. FASTLSTM_BACKEND=name
 forces one: if that one cannot load, importing fastlstm raises (never a silent fallback).
+
+The registry also holds what every backend shares: the thread count (FASTLSTM_NUM_THREADS,
+default = physical cores). Backends read it when they load and get every change through
+set_num_threads; nothing here imports fastlstm._config (that one reads this module).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import sys
 from types import ModuleType
 
 PREFERENCE = ("native", "numba", "reference")
@@ -23,6 +28,68 @@ _active: ModuleType | None = None
 
 class BackendUnavailable(ImportError):
     """The requested backend cannot be loaded on this machine."""
+
+
+# ----------------------------------------------------------------------------------------
+# threads, shared by the backends that run threads (native, numba)
+
+MAX_THREADS = 1024  # the native pool spawns that many workers: a typo must not spawn millions
+
+
+def _physical_cores() -> int:
+    """Physical cores available to this process (SMT siblings counted once)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+    cores = set()
+    for c in cpus:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list") as f:
+                cores.add(f.read().strip())
+        except OSError:
+            cores.add(str(c))
+    return max(1, len(cores))
+
+
+def _check_threads(n, what: str) -> int:
+    """n as an int in [1, MAX_THREADS], or a ValueError/TypeError naming `what`."""
+    if isinstance(n, bool) or not hasattr(n, "__index__"):
+        raise TypeError(f"{what} must be an integer, got {type(n).__name__}")
+    n = int(n.__index__())
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"{what} must be in [1, {MAX_THREADS}], got {n}")
+    return n
+
+
+def _threads_from_env() -> int:
+    raw = os.environ.get("FASTLSTM_NUM_THREADS", "").strip()
+    if not raw:
+        return min(_physical_cores(), MAX_THREADS)
+    try:
+        return _check_threads(int(raw, 10), "FASTLSTM_NUM_THREADS")
+    except (TypeError, ValueError):
+        # at import, like FASTLSTM_ISA: a bad setting fails loudly instead of being ignored
+        raise RuntimeError(f"FASTLSTM_NUM_THREADS={raw!r}: expected an integer in [1, {MAX_THREADS}]") from None
+
+
+_num_threads = _threads_from_env()
+
+
+def set_num_threads(n: int) -> None:
+    """Threads used by the native and Numba kernels; default = physical cores
+    (FASTLSTM_NUM_THREADS). Checked before anything changes: a bad n changes nothing."""
+    global _num_threads
+    n = _check_threads(n, "set_num_threads's n")
+    for name in PREFERENCE:  # every backend already imported, by load() or directly
+        mod = sys.modules.get(f"{__name__}.{name}")
+        if mod is not None and hasattr(mod, "set_num_threads"):
+            mod.set_num_threads(n)
+    _num_threads = n
+
+
+def get_num_threads() -> int:
+    return _num_threads
 
 
 def load(name: str) -> ModuleType:

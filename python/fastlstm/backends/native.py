@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from .. import _core  # ImportError here marks the backend unavailable
+from . import get_num_threads as _registry_threads
 
 NAME = "native"
 DTYPES = (np.dtype(np.float32),)
@@ -41,6 +42,7 @@ def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, 
 
 
 def set_num_threads(n: int) -> None:
+    """Called by fastlstm.set_num_threads (the registry), which checks n first."""
     _core.set_num_threads(int(n))
 
 
@@ -97,6 +99,4 @@ if _fuse_rows:
         raise RuntimeError(f"FASTLSTM_FUSE_ROWS={_fuse_rows!r}: expected an integer >= -1") from None
     _core._set_fuse_rows(_n)
 
-from .._config import get_num_threads as _threads  # noqa: E402  (after _core imported OK)
-
-_core.set_num_threads(_threads())
+_core.set_num_threads(_registry_threads())

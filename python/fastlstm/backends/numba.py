@@ -46,7 +46,6 @@ T = time steps, B = batch, I = input features, H = hidden units.
 from __future__ import annotations
 
 import math
-import os
 import threading
 from typing import NamedTuple
 
@@ -57,6 +56,9 @@ try:
     from numba.extending import overload
 except ImportError as e:  # the registry then reports this backend as unavailable
     raise ImportError(f"the numba backend needs the numba package: {e}") from e
+
+from .. import _validate
+from . import get_num_threads as _registry_threads
 
 NAME = "numba"
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -679,29 +681,38 @@ def _scatter_steps(dX, lengths, reverse, dx):
 # ----------------------------------------------------------------------------------------
 # typed kernels, compiled per dtype on first use (then loaded from the disk cache)
 
+# Inputs are typed read-only: a read-only or memory-mapped array is an ordinary input, and a
+# writeable one converts to the read-only type for free. Outputs (and scratch) stay writeable.
+
+def _ro(f, ndim):
+    return nb.types.Array(f, ndim, "C", readonly=True)
+
+
 def _sig_forward(f):
     a3, a2 = f[:, :, ::1], f[:, ::1]
-    return [nb.void(a3, a2, a3, a3, a3, a3, a2, nb.int64[::1], nb.boolean, nb.int64)]
+    #               zx         W_hh(ᵀ)    Hs  Cs  y   gates HT  lengths
+    return [nb.void(_ro(f, 3), _ro(f, 2), a3, a3, a3, a3, a2, _ro(nb.int64, 1), nb.boolean, nb.int64)]
 
 
 def _sig_backward(f):
     a3, a2 = f[:, :, ::1], f[:, ::1]
-    return [nb.void(a3, a2, a2, a2, a3, a3, a2, a3, a2, nb.int64[::1], nb.boolean, nb.int64)]
+    #               dy         dhT        DC  dh0 gates      Cs         W_hhᵀ      dZ  dZT lengths
+    return [nb.void(_ro(f, 3), _ro(f, 2), a2, a2, _ro(f, 3), _ro(f, 3), _ro(f, 2), a3, a2, _ro(nb.int64, 1),
+                    nb.boolean, nb.int64)]
 
 
 def _sig_gemm(f):
-    a2 = f[:, ::1]
-    return [nb.void(a2, a2, a2, f[::1], nb.int64)]
+    #               A          Bm         C          bias
+    return [nb.void(_ro(f, 2), _ro(f, 2), f[:, ::1], _ro(f, 1), nb.int64)]
 
 
 def _sig_transpose(f):
-    a2 = f[:, ::1]
-    return [nb.void(a2, a2, nb.int64)]
+    return [nb.void(_ro(f, 2), f[:, ::1], nb.int64)]
 
 
 def _sig_steps(f):
-    a3 = f[:, :, ::1]
-    return [nb.void(a3, nb.int64[::1], nb.boolean, a3)]
+    #               src        lengths           reverse     dst
+    return [nb.void(_ro(f, 3), _ro(nb.int64, 1), nb.boolean, f[:, :, ::1])]
 
 
 # name -> (python function, parallel, signature builder). A serial and a parallel compile
@@ -744,16 +755,7 @@ def kernel(name: str, dtype):
 # ----------------------------------------------------------------------------------------
 # threads and dispatch
 
-def _default_threads() -> int:
-    try:
-        from fastlstm._config import get_num_threads
-        n = get_num_threads()
-    except Exception:  # imported on its own, outside the package
-        n = os.cpu_count() or 1
-    return max(1, min(int(n), nb.config.NUMBA_NUM_THREADS))
-
-
-_threads = _default_threads()
+_threads = max(1, min(_registry_threads(), nb.config.NUMBA_NUM_THREADS))
 
 
 def set_num_threads(n: int) -> None:
@@ -862,6 +864,8 @@ class Workspace(NamedTuple):
     c: np.ndarray       # (T+1, B, H) c before step s at [s], after it at [s+1]
     hT: np.ndarray      # (H, T·B)    h_{t-1} of every step
     xT: np.ndarray      # (I, T·B)    x_t of every step, padding zeroed
+    lengths: np.ndarray  # (B,)       forward's lengths (a private copy; all T when None)
+    reverse: bool
 
 
 def _plain(lengths, T: int, reverse: bool) -> bool:
@@ -869,22 +873,28 @@ def _plain(lengths, T: int, reverse: bool) -> bool:
     return not reverse and (lengths is None or bool((lengths == T).all()))
 
 
+# The compiled loops index without bounds checks, so these two functions check every argument
+# themselves (shapes, dtypes, layout, lengths in [0, T], the workspace's shapes) — they are
+# reachable by name as fastlstm.backends.numba.lstm_forward/lstm_backward. lengths is copied
+# before it is checked: the loops run without the GIL while other Python threads may run.
+
 def lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths=None, reverse=False, training=False):
     """One layer, one direction.
 
     x (T,B,I), W_ih (4H,I), W_hh (4H,H), b (4H,), h0 (B,H), c0 (B,H), lengths (B,) or None
     -> y (T,B,H), hT (B,H), cT (B,H), workspace (None unless training)
     """
+    lengths, reverse, training = _validate.kernel_forward_args(x, W_ih, W_hh, b, h0, c0, lengths, reverse,
+                                                               training, DTYPES)
     T, B, I = x.shape
     H = W_hh.shape[1]
     dt = x.dtype
-    reverse = bool(reverse)
     plain = _plain(lengths, T, reverse)
     lens = np.full(B, T, dtype=np.int64) if lengths is None else lengths
     if plain:
         X = x
     else:                                      # step order, padding zeroed (never read)
-        X = np.empty_like(x)
+        X = np.empty(x.shape, dt)
         kernel("gather_steps", dt)(x, lens, reverse, X)
     # the input projection of all T·B rows in one GEMM: zx = X · W_ihᵀ + b  (T·B, 4H)
     zx = _gemm_nt(X.reshape(T * B, I), W_ih, b).reshape(T, B, 4 * H)
@@ -902,7 +912,7 @@ def lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths=None, reverse=False, training
     else:
         _threaded(kernel("forward_tiles", dt), zx, W_hh, Hs, Cs, y, gates, HT, lens, reverse)
     hT, cT = Hs[T % 2].copy(), Cs[T % Cs.shape[0]].copy()
-    ws = Workspace(gates, Cs, HT, _transpose(X.reshape(T * B, I))) if training else None
+    ws = Workspace(gates, Cs, HT, _transpose(X.reshape(T * B, I)), lens, reverse) if training else None
     return y, hT, cT, ws
 
 
@@ -911,13 +921,17 @@ def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, 
 
     dy (T,B,H), dhT (B,H), dcT (B,H) -> dx (T,B,I), dW_ih (4H,I), dW_hh (4H,H), db (4H,),
     dh0 (B,H), dc0 (B,H). dhT/dcT carry the gradient from a later chunk (truncated BPTT).
+    h0 and c0 are not read (the workspace holds every h_{t-1} and c); lengths and reverse must
+    be those of the forward call.
     """
+    reverse = _validate.kernel_backward_args(dy, dhT, dcT, x, W_ih, W_hh, reverse, DTYPES)
     T, B, I = x.shape
     H = W_hh.shape[1]
     dt = x.dtype
-    reverse = bool(reverse)
-    ws = workspace
-    lens = np.full(B, T, dtype=np.int64) if lengths is None else lengths
+    ws = _checked_workspace(workspace, T, B, I, H, dt)
+    lens = np.full(B, T, dtype=np.int64) if lengths is None else _validate.as_lengths(lengths, T, B)
+    if reverse != ws.reverse or not np.array_equal(lens, ws.lengths):
+        raise ValueError("lengths and reverse must be those of the forward call")
     dZ = np.empty((T, B, 4 * H), dt)           # step order; 0 at padding
     dZT = np.empty((4 * H, T * B), dt)         # its transpose, for the weight gradients
     dh0 = np.empty((B, H), dt)
@@ -935,8 +949,23 @@ def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, 
     dW_hh = _gemm_nt(dZT, ws.hT)               # dZᵀ · H_prev  (4H, H)
     db = dZT.sum(axis=1)
     dX = _gemm_nt(dZ.reshape(T * B, 4 * H), _transpose(W_ih)).reshape(T, B, I)  # dZ · W_ih
-    if _plain(lengths, T, reverse):
+    if _plain(lens, T, reverse):
         return dX, dW_ih, dW_hh, db, dh0, dc0
-    dx = np.zeros_like(x)
+    dx = np.zeros((T, B, I), dt)
     kernel("scatter_steps", dt)(dX, lens, reverse, dx)
     return dx, dW_ih, dW_hh, db, dh0, dc0
+
+
+def _checked_workspace(ws, T, B, I, H, dt) -> Workspace:
+    """ws as a Workspace of this module whose arrays fit a (T, B, I, H) call of dtype dt."""
+    if not isinstance(ws, Workspace):
+        raise TypeError(f"workspace must be the Workspace of this backend's lstm_forward(..., training=True), "
+                        f"got {type(ws).__name__}")
+    want = {"gates": (T, B, 4 * H), "c": (T + 1, B, H), "hT": (H, T * B), "xT": (I, T * B), "lengths": (B,)}
+    for name, shape in want.items():
+        a = getattr(ws, name)
+        kind = np.int64 if name == "lengths" else dt
+        if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != kind or not a.flags.c_contiguous:
+            raise ValueError(f"workspace does not belong to a forward call of this shape: workspace.{name} "
+                             f"must be a C-contiguous {np.dtype(kind)} array of shape {shape}")
+    return ws

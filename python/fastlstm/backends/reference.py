@@ -101,6 +101,8 @@ def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, 
 
     dy (T,B,H), dhT (B,H), dcT (B,H) -> dx (T,B,I), dW_ih (4H,I), dW_hh (4H,H), db (4H,),
     dh0 (B,H), dc0 (B,H). dhT/dcT carry the gradient from a later chunk (truncated BPTT).
+    h0 and c0 are not read (the workspace keeps h_{t-1} and c_{t-1} of every step); they are
+    in the signature because the kernel contract (DESIGN.md §2) has them.
     """
     T, B, I = x.shape
     H = W_hh.shape[1]

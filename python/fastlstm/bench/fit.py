@@ -273,7 +273,8 @@ def format_fit(results: dict, markdown=False) -> str:
     out = []
     m = results["machine"]
     out.append(f"Fit benchmark: median epoch time (ms) over {results['repeats']} epochs after a warm-up; "
-               f"{m['cpu']}, {m.get('cpus', '?')} CPUs, {m['date'][:19]}")
+               f"{m['cpu']}, {m['cpus_usable']} usable CPUs, {m['date'][:19]}, load average at start "
+               f"{m['loadavg_start']}")
     for n in threads:
         head = ["problem"] + contenders + [f"{c} / native" for c in contenders if c != "native"]
         body = []

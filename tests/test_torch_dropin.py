@@ -1,0 +1,322 @@
+"""fastlstm.torch.LSTM against torch.nn.LSTM: outputs, every gradient, packed sequences, gradcheck
+in float64, the fallbacks, dropout semantics and a training loop's loss curve."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+from conftest import require
+
+
+@pytest.fixture(scope="module")
+def torch():
+    return require("torch")
+
+
+@pytest.fixture(scope="module")
+def ft(torch):
+    import fastlstm.torch as ft
+
+    return ft
+
+
+@pytest.fixture(autouse=True)
+def _fresh_warnings(request):
+    # FallbackWarning is warned once per reason and process; every test starts afresh
+    if "ft" in request.fixturenames:
+        request.getfixturevalue("ft")._warned.clear()
+
+
+def _pair(torch, ft, seed, **cfg):
+    torch.manual_seed(seed)
+    ref = torch.nn.LSTM(**cfg)
+    with torch.no_grad():      # biases and weights of a wider range than the default init
+        for p in ref.parameters():
+            p.uniform_(-0.6, 0.6)
+    return ref, ft.LSTM.from_torch(ref)
+
+
+def _run(torch, module, inp, hx, upstream):
+    """Forward, a loss mixing every output, and the gradients of all leaves."""
+    out, (h_n, c_n) = module(inp, hx)
+    data = out.data if hasattr(out, "batch_sizes") else out
+    gy, gh, gc = upstream
+    loss = (data * gy).sum() + (h_n * gh).sum() + (c_n * gc).sum()
+    leaves = [t for t in ([inp.data if hasattr(inp, "batch_sizes") else inp] + list(hx or ()))] + list(module.parameters())
+    need = [t for t in leaves if t.requires_grad]
+    grads = torch.autograd.grad(loss, need)
+    return out, h_n, c_n, grads
+
+
+CASES = list(range(14))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_matches_torch_outputs_and_every_gradient(torch, ft, case):
+    rng = np.random.default_rng(zlib.crc32(f"dropin{case}".encode()))
+    L = int(rng.integers(1, 4))
+    bi = bool(rng.integers(0, 2))
+    bf = bool(rng.integers(0, 2))
+    mode = ["tensor", "packed_sorted", "packed_unsorted"][case % 3]
+    with_state = bool(case % 2)
+    T = [1, 5, 9][case % 3] if case % 5 else 1
+    B = [1, 4, 7][(case // 3) % 3]
+    I, H = int(rng.choice([1, 3, 8])), int(rng.choice([5, 17, 33]))
+    D = 2 if bi else 1
+    ref, mod = _pair(torch, ft, case, input_size=I, hidden_size=H, num_layers=L, bias=bool(case % 7 != 3),
+                     batch_first=bf, bidirectional=bi)
+    torch.manual_seed(100 + case)
+    x = torch.randn(B, T, I) if bf else torch.randn(T, B, I)
+    hx = (torch.randn(L * D, B, H) * 0.5, torch.randn(L * D, B, H) * 0.5) if with_state else None
+    if mode == "tensor":
+        inp = x.requires_grad_()
+    else:
+        lengths = rng.integers(1, T + 1, B)
+        lengths[0] = T
+        if mode == "packed_sorted":
+            lengths = -np.sort(-lengths)
+        seqs = [(x[b] if bf else x[:, b])[:n] for b, n in enumerate(lengths)]
+        inp = torch.nn.utils.rnn.pack_sequence(seqs, enforce_sorted=mode == "packed_sorted")
+        inp = torch.nn.utils.rnn.PackedSequence(inp.data.clone().requires_grad_(), inp.batch_sizes,
+                                                inp.sorted_indices, inp.unsorted_indices)
+    if hx is not None:
+        hx = tuple(t.requires_grad_() for t in hx)
+    N = (inp.data if mode != "tensor" else x).shape
+    up = (torch.randn(*N[:-1], D * H), torch.randn(L * D, B, H), torch.randn(L * D, B, H))
+    want = _run(torch, ref, inp, hx, up)
+    got = _run(torch, mod, inp, hx, up)
+    assert mod.last_backend == __import__("fastlstm").backends.active().NAME
+    if mode != "tensor":
+        assert isinstance(got[0], torch.nn.utils.rnn.PackedSequence)
+        assert torch.equal(got[0].batch_sizes, want[0].batch_sizes)
+        for k in ("sorted_indices", "unsorted_indices"):
+            a, b = getattr(got[0], k), getattr(want[0], k)
+            assert (a is None and b is None) or torch.equal(a, b)
+        got0, want0 = got[0].data, want[0].data
+    else:
+        got0, want0 = got[0], want[0]
+    for name, g, w in [("output", got0, want0), ("h_n", got[1], want[1]), ("c_n", got[2], want[2])]:
+        assert g.shape == w.shape and g.dtype == torch.float32, name
+        torch.testing.assert_close(g, w, atol=2e-5, rtol=1e-4, msg=name)
+    assert len(got[3]) == len(want[3]) == (1 + 2 * with_state + len(list(ref.parameters())))
+    for k, (g, w) in enumerate(zip(got[3], want[3])):
+        torch.testing.assert_close(g, w, atol=5e-5, rtol=2e-4, msg=f"gradient {k}")
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+@pytest.mark.parametrize("bi,packed", [(False, False), (True, True)])
+def test_gradcheck_float64(torch, ft, backend, bi, packed):
+    if backend == "numba":
+        require("numba")
+    torch.manual_seed(3)
+    mod = ft.LSTM(3, 4, num_layers=2, bidirectional=bi, dtype=torch.float64, backend=backend)
+    D = 2 if bi else 1
+    x = torch.randn(5, 3, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2 * D, 3, 4, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(2 * D, 3, 4, dtype=torch.float64, requires_grad=True)
+    params = list(mod.parameters())
+    names = [n for n, _ in mod.named_parameters()]
+
+    def f(x, h0, c0, *ps):
+        out = torch.func.functional_call(mod, dict(zip(names, ps)),
+                                         (torch.nn.utils.rnn.pack_padded_sequence(x, [5, 3, 1], enforce_sorted=False)
+                                          if packed else x, (h0, c0)))
+        y, (h, c) = out
+        return (y.data if packed else y), h, c
+
+    assert torch.autograd.gradcheck(f, (x, h0, c0, *params), eps=1e-6, atol=1e-6)
+    assert mod.last_backend == backend
+
+
+def test_float64_default_backend_is_not_native(torch, ft):
+    import fastlstm
+
+    mod = ft.LSTM(2, 3, dtype=torch.float64)
+    mod(torch.randn(4, 2, 2, dtype=torch.float64))
+    assert mod.last_backend == fastlstm.backends.for_dtype(np.dtype(np.float64)).NAME != "native"
+
+
+def test_needs_input_grad_respected(torch, ft):
+    ref, mod = _pair(torch, ft, 0, input_size=3, hidden_size=6, num_layers=2)
+    mod.weight_ih_l0.requires_grad_(False)
+    x = torch.randn(4, 2, 3)                              # needs no grad
+    y, _ = mod(x)
+    assert y.grad_fn is not None
+    y.sum().backward()
+    assert x.grad is None and mod.weight_ih_l0.grad is None
+    assert mod.weight_hh_l0.grad is not None and mod.bias_ih_l1.grad is not None
+    ref.weight_ih_l0.requires_grad_(False)
+    ref(x)[0].sum().backward()
+    torch.testing.assert_close(mod.weight_hh_l0.grad, ref.weight_hh_l0.grad, atol=2e-5, rtol=1e-4)
+
+
+def test_no_grad_inference_matches_and_builds_no_graph(torch, ft):
+    ref, mod = _pair(torch, ft, 1, input_size=2, hidden_size=9, num_layers=2, bidirectional=True, batch_first=True)
+    x = torch.randn(3, 6, 2)
+    with torch.no_grad():
+        y, (h, c) = mod(x)
+        y_ref, (h_ref, c_ref) = ref(x)
+    assert y.grad_fn is None and h.grad_fn is None
+    for g, w in ((y, y_ref), (h, h_ref), (c, c_ref)):
+        torch.testing.assert_close(g, w, atol=2e-5, rtol=1e-4)
+
+
+def test_unbatched_input(torch, ft):
+    ref, mod = _pair(torch, ft, 2, input_size=2, hidden_size=5, num_layers=2, batch_first=True)
+    x = torch.randn(7, 2)
+    hx = (torch.randn(2, 5), torch.randn(2, 5))
+    for a, b in zip((mod(x, hx)[0], *mod(x, hx)[1]), (ref(x, hx)[0], *ref(x, hx)[1])):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_bad_input_raises_like_torch(torch, ft):
+    mod = ft.LSTM(3, 4, num_layers=2)
+    with pytest.raises(ValueError, match="2D or 3D"):
+        mod(torch.randn(2, 3, 4, 3))
+    with pytest.raises(RuntimeError, match="hidden"):
+        mod(torch.randn(5, 2, 3), (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)))
+    with pytest.raises(RuntimeError):
+        mod(torch.randn(5, 2, 7))                        # input_size mismatch
+
+
+def test_inplace_weight_change_before_backward_raises(torch, ft):
+    mod = ft.LSTM(2, 3)
+    y, _ = mod(torch.randn(4, 2, 2))
+    with torch.no_grad():
+        mod.weight_hh_l0.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+def test_double_backward_raises(torch, ft):
+    mod = ft.LSTM(2, 3)
+    x = torch.randn(4, 2, 2, requires_grad=True)
+    (g,) = torch.autograd.grad(mod(x)[0].pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|differentiate"):
+        g.sum().backward()
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN:UserWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")   # torch's own nn.LSTM warns when traced
+def test_fallbacks_warn_once_and_compute_like_torch(torch, ft):
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(3, 6, proj_size=2)
+    mod = ft.LSTM.from_torch(ref)
+    x = torch.randn(4, 2, 3)
+    with pytest.warns(ft.FallbackWarning, match="proj_size"):
+        y = mod(x)[0]
+    assert mod.last_backend == "torch"
+    torch.testing.assert_close(y, ref(x)[0], atol=0, rtol=0)
+    mod(x)                                                     # warned once: no second warning
+
+    plain = ft.LSTM(3, 4, dtype=torch.bfloat16)
+    with pytest.warns(ft.FallbackWarning, match="bfloat16"):
+        plain(torch.randn(5, 2, 3, dtype=torch.bfloat16))
+    assert plain.last_backend == "torch"
+
+    traced_mod = ft.LSTM(3, 4)
+    with pytest.warns(ft.FallbackWarning, match="torch.jit"):
+        traced = torch.jit.trace(traced_mod, (torch.randn(5, 2, 3),), check_trace=False)
+    x = torch.randn(5, 2, 3)
+    torch.testing.assert_close(traced(x)[0], traced_mod.to_torch()(x)[0], atol=2e-5, rtol=1e-4)
+
+
+def test_mixed_dtypes_raise_torch_error(torch, ft):
+    mod = ft.LSTM(3, 4)
+    with pytest.raises(ValueError, match="does not match weight dtype"):
+        mod(torch.randn(5, 2, 3, dtype=torch.float64))
+    assert mod.last_backend == "torch"
+
+
+def test_dropout_between_layers_only(torch, ft):
+    """dropout=p in training: F.dropout on layer 0's output feeds layer 1; eval is deterministic."""
+    ref, mod = _pair(torch, ft, 4, input_size=3, hidden_size=5, num_layers=2, dropout=0.5)
+    x = torch.randn(6, 2, 3)
+    mod.train()
+    torch.manual_seed(11)
+    y, (h, c) = mod(x)
+    # rebuild by hand: layer 0, the same random mask (the first random draw after the seed), layer 1
+    one = [torch.nn.LSTM(3, 5), torch.nn.LSTM(5, 5)]
+    for l, m in enumerate(one):
+        m.load_state_dict({k.replace(f"_l{l}", "_l0"): v for k, v in ref.state_dict().items() if k.endswith(f"_l{l}")})
+    with torch.no_grad():
+        y0, (h0, c0) = one[0](x)
+        torch.manual_seed(11)
+        y0d = torch.nn.functional.dropout(y0, 0.5, training=True)
+        y1, (h1, c1) = one[1](y0d)
+    assert not torch.equal(y0d, y0)
+    torch.testing.assert_close(y, y1, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(h, torch.cat([h0, h1]), atol=2e-5, rtol=1e-4)
+    mod.eval()
+    torch.testing.assert_close(mod(x)[0], ref.eval()(x)[0], atol=2e-5, rtol=1e-4)
+
+
+def test_conversions_round_trip(torch, ft):
+    import fastlstm
+
+    torch.manual_seed(5)
+    ref = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True, dropout=0.25).eval()
+    mod = ft.LSTM.from_torch(ref)
+    assert isinstance(mod, torch.nn.LSTM) and not mod.training and mod.dropout == 0.25
+    assert [n for n, _ in mod.named_parameters()] == [n for n, _ in ref.named_parameters()]
+    back = mod.to_torch()
+    assert type(back) is torch.nn.LSTM and back.batch_first and back.bidirectional
+    for k, v in ref.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v) and torch.equal(mod.state_dict()[k], v)
+    np_layer = mod.to_fastlstm()
+    assert isinstance(np_layer, fastlstm.LSTM)
+    x = torch.randn(2, 5, 3)
+    y_np, _ = np_layer(x.numpy())
+    torch.testing.assert_close(torch.from_numpy(y_np), ref(x)[0], atol=2e-5, rtol=1e-4)
+    again = ft.LSTM.from_fastlstm(np_layer)
+    for k, v in ref.state_dict().items():
+        assert torch.equal(again.state_dict()[k], v)
+    with pytest.raises(TypeError, match="torch.nn.LSTM"):
+        ft.LSTM.from_torch(torch.nn.GRU(3, 4))
+
+
+@pytest.fixture
+def one_thread(torch):
+    # torch's OpenMP team stalls badly on a shared, oversubscribed CI machine; one thread each
+    import fastlstm
+
+    old = torch.get_num_threads(), fastlstm.get_num_threads()
+    torch.set_num_threads(1)
+    fastlstm.set_num_threads(1)
+    yield
+    torch.set_num_threads(old[0])
+    fastlstm.set_num_threads(old[1])
+
+
+@pytest.mark.parametrize("problem", ["forecast", "classify", "char-LM", "seq2seq"])
+def test_training_loop_same_loss_curve(torch, ft, problem, one_thread):
+    from fastlstm.bench import torch_loops
+
+    data = torch_loops.make_problem_data(problem)
+    n = {"forecast": 64, "classify": 64, "char-LM": 128, "seq2seq": 256}[problem]
+    data = {k: v[:n, :40] if k != "y" or v.ndim > 1 else v[:n] for k, v in data.items()}  # shorter T: seconds
+    curves = []
+    for cls in (torch.nn.LSTM, ft.LSTM):
+        fit = torch_loops.TorchFit(problem, data, cls, seed=0)
+        curves.append(sum((fit.epoch(max_batches=2)[1] for _ in range(2)), []))
+    a, b = np.array(curves[0]), np.array(curves[1])
+    assert len(a) == 4 and a[-1] != a[0]
+    np.testing.assert_allclose(b, a, rtol=2e-4, atol=1e-6)
+
+
+def test_dropin_bench_rows(torch, ft):
+    """The drop-in benchmark's table (timings are not asserted: speed belongs in benchmarks)."""
+    from fastlstm.bench import torch_loops
+
+    old = torch.get_num_threads()
+    rows = torch_loops.run_dropin_bench(threads=(1,), repeats=1, quick=True, problems=("forecast",))
+    assert torch.get_num_threads() == old                      # threads restored
+    (r,) = rows
+    assert r["problem"] == "forecast" and r["threads"] == 1 and r["batches"] == 4
+    assert r["backend"] == __import__("fastlstm").backends.active().NAME
+    assert r["torch_s"] > 0 and r["fastlstm_s"] > 0 and r["ratio"] == pytest.approx(r["torch_s"] / r["fastlstm_s"])
+    assert "| forecast | 1 |" in torch_loops.format_dropin_table(rows)
