@@ -147,9 +147,10 @@ def run(args) -> dict:
         f"training characters, {train_time:.0f} s")
 
     samples = []
-    for k, (prompt, temp) in enumerate([("def ", 0.5), ("class ", 0.8), ("import ", 1.0)]):
-        text = model.generate(args.samples, prompt, temperature=temp, seed=args.seed + k)
-        samples.append({"prompt": prompt, "temperature": temp, "text": prompt + text})
+    # (below 0.7 a character model this size falls into runs of spaces)
+    for k, (prompt, temp, top_p) in enumerate([("def ", 0.7, None), ("    def ", 0.8, 0.95), ("class ", 1.0, None)]):
+        text = model.generate(args.samples, prompt, temperature=temp, top_p=top_p, seed=args.seed)
+        samples.append({"prompt": prompt, "temperature": temp, "top_p": top_p, "text": prompt + text})
     metrics = {
         "lstm_bits_per_char": lstm_bpc, "ngram_bits_per_char": ngram_bpc, "ngram_order": ngram.order,
         "ngram_bits_per_char_by_order": {str(k): v for k, v in ngram_scores.items()},
@@ -161,7 +162,8 @@ def run(args) -> dict:
     }
     write_atomic(os.path.join(out, "metrics.json"), json.dumps(metrics, indent=2))
     write_atomic(os.path.join(out, "samples.txt"), "\n\n".join(
-        f"--- prompt {s['prompt']!r}, temperature {s['temperature']} ---\n{s['text']}" for s in samples) + "\n")
+        f"--- prompt {s['prompt']!r}, temperature {s['temperature']}, top_p {s['top_p']} ---\n{s['text']}"
+        for s in samples) + "\n")
     plot_curve(curve, ngram_bpc, ngram.order, os.path.join(out, "learning_curve.png"))
     fastlstm.save(os.path.join(out, "model.fastlstm"), model)
     return metrics
