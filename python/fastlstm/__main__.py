@@ -108,15 +108,10 @@ def _add_demo_parsers(sub):
     """`demo KIND` (each KIND is a module of fastlstm.demos) and `forecast FILE.csv`."""
     from .demos import kinds
 
-    d = sub.add_parser("demo", help="run a ready estimator on real data beside its baselines; "
-                                    "writes a report folder (markdown + PNG)")
+    d = sub.add_parser("demo", help="run a demo on real data beside its baselines; writes a report folder",
+                       description="python -m fastlstm demo KIND --help lists the demo's own options")
     d.add_argument("kind", choices=kinds())
-    d.add_argument("--out", metavar="DIR", help="report folder (default demo-report/KIND)")
-    d.add_argument("--datasets", type=lambda t: [v.strip() for v in t.split(",") if v.strip()],
-                   metavar="NAME[,NAME...]", help="data sets to run (default: the demo's own)")
-    d.add_argument("--smoke", action="store_true", help="tiny training budgets: checks the plumbing in seconds")
-    d.add_argument("--no-progress", action="store_true", help="no progress bar")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("demo_args", nargs=argparse.REMAINDER, help="the demo's options (--smoke, --out DIR, ...)")
     f = sub.add_parser("forecast", help="forecast a column of your CSV file; writes forecast.csv and a plot")
     f.add_argument("file", metavar="FILE.csv")
     f.add_argument("--column", required=True, metavar="NAME", help="the numeric column to forecast")
@@ -126,6 +121,21 @@ def _add_demo_parsers(sub):
     f.add_argument("--smoke", action="store_true", help="tiny training budget")
     f.add_argument("--no-progress", action="store_true")
     f.add_argument("--seed", type=int, default=0)
+
+
+def _estimator_demo_parser(kind):
+    """Options shared by the estimator demos (forecast, classify), which take parsed arguments;
+    the other demos (generate, seq2seq) parse their own (their module has build_parser)."""
+    d = argparse.ArgumentParser(prog=f"{PROG} demo {kind}",
+                                description="run a ready estimator on real data beside its baselines; "
+                                            "writes a report folder (markdown + PNG)")
+    d.add_argument("--out", metavar="DIR", help=f"report folder (default demo-report/{kind})")
+    d.add_argument("--datasets", type=lambda t: [v.strip() for v in t.split(",") if v.strip()],
+                   metavar="NAME[,NAME...]", help="data sets to run (default: the demo's own)")
+    d.add_argument("--smoke", action="store_true", help="tiny training budgets: checks the plumbing in seconds")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.add_argument("--seed", type=int, default=0)
+    return d
 
 
 def bench_options(args, argv=None):
@@ -261,6 +271,10 @@ def main(argv=None) -> int:
         import importlib
 
         mod = importlib.import_module(f".demos.{args.kind if args.command == 'demo' else '_csv'}", __package__)
+        if args.command == "demo" and hasattr(mod, "build_parser"):
+            return mod.main(args.demo_args)  # a demo with its own options
+        if args.command == "demo":
+            args = _estimator_demo_parser(args.kind).parse_args(args.demo_args, namespace=args)
         try:
             return mod.main(args)
         except (ValueError, ImportError, OSError) as e:  # bad data / missing extra: a message, not a traceback

@@ -140,8 +140,8 @@ class History:
 class Callback:
     """Hooks the loop calls: on_train_begin(logs), on_epoch_begin(epoch, logs),
     on_batch_end(batch, logs), on_epoch_end(epoch, logs), on_train_end(logs).
-    self.model, self.optimizer and self.loop (loop.stop_training = True stops after the epoch)
-    are set before on_train_begin."""
+    self.model, self.optimizer and self.loop are set before on_train_begin; loop.stop_training =
+    True stops the loop after the current batch (the epoch's logs cover the batches run)."""
 
     model = optimizer = loop = None
 
@@ -472,6 +472,8 @@ def fit(model: Module, X, y, *, loss="mse", optimizer="adam", lr=None, epochs=10
                         msum[name] += fn(out, yb, _loss_lengths(lb, ylb)) * n
                 for cb in cbs:
                     cb.on_batch_end(bi, {"loss": loss_b, "size": n})
+                if loop.stop_training:  # a callback may stop mid-epoch (e.g. a time budget)
+                    break
             logs = {"loss": total / seen}
             if not tbptt:
                 logs.update({k: v / seen for k, v in msum.items()})

@@ -32,6 +32,10 @@ def register(cls):
 
 
 def registered(name: str) -> type:
+    if name not in _REGISTRY:  # the ready models register when fastlstm.models is imported
+        import importlib
+
+        importlib.import_module("fastlstm.models")
     try:
         return _REGISTRY[name]
     except KeyError:
