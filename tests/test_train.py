@@ -381,3 +381,14 @@ def test_fit_takes_a_ragged_list_and_buckets_by_length(rng):
     np.testing.assert_array_equal(p, fastlstm.predict(model, x, lengths=lengths))
     with pytest.raises(ValueError, match="lengths are taken from it"):
         fastlstm.fit(model, seqs, y, lengths=lengths, loss="cross_entropy", verbose=0)
+
+
+def test_custom_metric_function_on_train_and_validation(rng):
+    def max_err(pred, target, lengths=None):
+        return float(np.abs(pred - np.asarray(target).reshape(pred.shape)).max())
+
+    X, y = rng.standard_normal((20, 4, 2)).astype(np.float32), rng.standard_normal((20, 1)).astype(np.float32)
+    model = nn.Sequential(nn.LSTM(2, 4, batch_first=True, seed=0), nn.LastStep(), nn.Linear(4, 1, seed=0))
+    hist = fastlstm.fit(model, X, y, epochs=1, metrics=[max_err, "mae"], validation_split=0.25, verbose=0)
+    assert set(hist.history) >= {"max_err", "mae", "val_max_err", "val_mae"}
+    assert hist.history["val_max_err"][0] >= hist.history["val_mae"][0] > 0

@@ -480,7 +480,7 @@ def fit(model: Module, X, y, *, loss="mse", optimizer="adam", lr=None, epochs=10
             if validation_data is not None:
                 Xv, yv, lv, ylv = validation_data
                 res = evaluate(model, Xv, yv, loss=loss_fn, lengths=lv, y_lengths=ylv,
-                               metrics=[m for m, _ in metric_fns] if metrics else (), batch_size=max(256, batch_size))
+                               metrics=metrics, batch_size=max(256, batch_size))
                 logs.update({f"val_{k}": v for k, v in res.items()})
             logs["lr"] = opt.lr
             logs["time"] = time.perf_counter() - t0
