@@ -21,10 +21,13 @@ namespace {
 constexpr int kSpins = 2000;
 
 // How long a call waits for its workers to join before running with those that came. A worker
-// that spins after its last job joins in ~1 µs and a sleeping one in ~10-50 µs, but on a loaded
-// machine one may not run for a whole time slice (ms): a static split would then leave the
-// caller waiting for that share (2 threads 2-18x slower than one at load 7 on the 2 cores).
-constexpr auto kJoinWait = std::chrono::microseconds(60);
+// that spins after its last job joins in ~1 µs; a sleeping one needs its core woken, which on a
+// VM whose idle vCPU the hypervisor halted takes 60-250 µs (measured on the 2-core EPYC VM:
+// with a 60 µs wait the 2-thread team formed 5 times in 20 after 0.3 s idle, with 250 µs 20 in
+// 20). On a loaded machine a worker may not run for a whole time slice (ms), and a static split
+// would leave the caller waiting for that share (2 threads 2-18x slower than one at load 7), so
+// the wait stays bounded.
+constexpr auto kJoinWait = std::chrono::microseconds(300);
 
 inline void cpu_relax() {
 #if defined(__SSE2__)
@@ -114,8 +117,9 @@ class Pool {
   void loop(int id) {
     long seen = 0;
     for (;;) {
-      // spin a little before sleeping: back-to-back kernel calls then skip the wake-up cost
-      auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+      // spin a little before sleeping: back-to-back kernel calls (a training step's forward,
+      // the Python between, its backward) then skip the wake-up cost (60-250 µs on a VM)
+      auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
       while (job_gen_seen_.load(std::memory_order_acquire) == seen &&
              std::chrono::steady_clock::now() < until)
         cpu_relax();

@@ -294,6 +294,16 @@ def format_fit(results: dict, markdown=False) -> str:
         out.append("")
         out.append(f"{n} thread(s): epoch ms, and peer time / fastlstm native time (> 1: fastlstm faster)")
         out.extend(_table(head, body, markdown))
+    dropin = []
+    for n in threads:
+        for name in dict.fromkeys(r["problem"] for r in rows):
+            t = {r["contender"]: r for r in rows if r["problem"] == name and r["threads"] == n and r["times"]}
+            if "torch" in t and "torch+fastlstm" in t:
+                dropin.append(f"{name} {n}t {t['torch']['median_ms'] / t['torch+fastlstm']['median_ms']:.2f}×")
+    if dropin:
+        out.append("")
+        out.append("The same PyTorch loop with fastlstm.torch.LSTM in place of nn.LSTM (nn.LSTM time / "
+                   "drop-in time): " + ", ".join(dropin))
     notes = {(r["contender"], r["note"]) for r in rows if r.get("note")}
     for c, why in sorted(notes):
         out.append(f"- {c}: {why}")

@@ -158,8 +158,16 @@ def check_problem(p: Problem, max_gflop: float) -> Problem:
 # ---------------------------------------------------------------------------------------------
 # timing
 
+# Idle time before each contender is timed: the previous contender's worker threads (OpenMP,
+# ONNX Runtime, ours) spin for a while after their last call, and on 2 cores a spinning thread
+# of one contender halves the next one's second core (measured: fastlstm's 2-thread forward at
+# (50,32,200,200) 2.38 ms alone, 2.85 ms right after a torch call, 2.36 ms 1 s later).
+SETTLE_S = 0.15
+
+
 def time_call(fn: Callable[[], object], repeats: int, warmup: int, min_time: float) -> dict:
     """Median and spread (ms per call) of `repeats` runs; each run loops `inner` calls."""
+    time.sleep(SETTLE_S)
     for _ in range(warmup):
         fn()
     t0 = time.perf_counter_ns()
