@@ -9,7 +9,6 @@ import pytest
 
 import fastlstm
 from fastlstm import nn
-from fastlstm.decoding import log_softmax
 from fastlstm.models.seq2seq import Seq2Seq
 from fastlstm.text import END, START, CharVocab
 

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .nn.losses import log_softmax  # one definition, shared with the losses  # noqa: F401
+
 
 # ---------------------------------------------------------------------------------------------
 # Sampling
 # ---------------------------------------------------------------------------------------------
-
-def log_softmax(logits, axis=-1):
-    z = logits - logits.max(axis=axis, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
-
 
 def sampling_probs(logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None):
     """The distribution sample_logits draws from, (R, V) float64: softmax(logits / temperature),
