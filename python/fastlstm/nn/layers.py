@@ -149,7 +149,12 @@ class Embedding(Module):
         if self.padding_idx is not None:
             keep = ids != self.padding_idx
             ids, dy = ids[keep], dy[keep]
-        np.add.at(self.grads["weight"], ids, dy)
+        # sum the rows of each id (sort, then one reduceat) and add once per used row: touches only
+        # the used rows, and is several times faster than np.add.at's unbuffered scatter
+        if ids.size:
+            order = np.argsort(ids, kind="stable")
+            used, starts = np.unique(ids[order], return_index=True)
+            self.grads["weight"][used] += np.add.reduceat(dy[order], starts, axis=0)
         self._ids = None
         return None  # no gradient for integer ids
 
