@@ -404,6 +404,33 @@ PYBIND11_MODULE(_core, m) {
     t->gemm(M, N, K, a, b, c, g_threads.load());
     return C;
   }, "C = A·B with the active ISA's GEMM (for tests)");
+  m.def("_pool_selftest", [](long jobs, int threads, bool dynamic) {
+    if (jobs < 0 || threads < 1 || threads > kMaxThreads)
+      throw py::value_error("need jobs >= 0 and 1 <= threads <= " + std::to_string(kMaxThreads));
+    // Every job's fn stays alive to the end, so a worker that ran an earlier job's fn inside a
+    // later job is counted (not undefined behaviour): each fn checks it runs in its own job.
+    std::vector<std::unique_ptr<TeamFn>> fns;
+    fns.reserve(jobs);
+    std::atomic<long> current{-1}, wrong{0}, participants{0};
+    auto run_all = [&] {
+      for (long j = 0; j < jobs; ++j) {
+        fns.push_back(std::make_unique<TeamFn>([&, j](int tid, Team& team) {
+          if (current.load() != j || tid < 0 || tid >= team.size()) wrong.fetch_add(1);
+          participants.fetch_add(1);
+          if (!dynamic) team.barrier();
+        }));
+        current.store(j);
+        parallel_run(threads, *fns.back(), dynamic);
+        current.store(-1);
+      }
+    };
+    {
+      py::gil_scoped_release nogil;
+      run_all();
+    }
+    return py::make_tuple(wrong.load(), participants.load());
+  }, py::arg("jobs"), py::arg("threads"), py::arg("dynamic") = false,
+     "run `jobs` tiny parallel jobs; returns (participants that ran another job's function, participants)");
   m.def("_eval", [](const std::string& fn, py::array x) {
     const float* xp = checked(x, "x", {x.ndim() == 1 ? x.shape(0) : -1});
     farray y({x.shape(0)});

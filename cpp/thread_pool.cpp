@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -28,6 +29,17 @@ constexpr int kSpins = 2000;
 // would leave the caller waiting for that share (2 threads 2-18x slower than one at load 7), so
 // the wait stays bounded.
 constexpr auto kJoinWait = std::chrono::microseconds(300);
+
+// seats_ packs (job generation << 32) | seats left (int32): a worker takes a seat only in the
+// job it read. Without the generation a worker descheduled between reading job J (its fn) and
+// taking a seat could sit down at job J+1 and run J's fn, destroyed by then (a segfault seen
+// under load).
+constexpr uint64_t pack_seats(long gen, int seats) {
+  return (uint64_t(uint32_t(gen)) << 32) | uint32_t(seats);
+}
+constexpr int seats_of(uint64_t v) { return int32_t(uint32_t(v)); }
+constexpr uint32_t gen_of(uint64_t v) { return uint32_t(v >> 32); }
+constexpr int kClosed = -(1 << 20);  // no more seats: the team is formed
 
 inline void cpu_relax() {
 #if defined(__SSE2__)
@@ -58,14 +70,16 @@ class Pool {
       return 1;
     }
     grow(n - 1);
+    long gen;
     {
       std::lock_guard<std::mutex> lk(m_);
       fn_ = &fn;
       active_ = n - 1;
-      seats_.store(n - 1, std::memory_order_relaxed);
-      team_size_.store(0, std::memory_order_relaxed);
-      job_gen_seen_.store(job_gen_ + 1, std::memory_order_release);
       ++job_gen_;
+      gen = job_gen_;
+      seats_.store(pack_seats(gen, n - 1), std::memory_order_relaxed);
+      team_size_.store(0, std::memory_order_relaxed);
+      job_gen_seen_.store(job_gen_, std::memory_order_release);
     }
     cv_.notify_all();
     if (dynamic) {  // start now; whoever joins before the work runs out helps
@@ -77,7 +91,7 @@ class Pool {
         DenormalGuard g;
         fn(0, team);
       }
-      const int left = std::max(0, seats_.exchange(-(1 << 20), std::memory_order_acq_rel));
+      const int left = std::max(0, seats_of(seats_.exchange(pack_seats(gen, kClosed), std::memory_order_acq_rel)));
       const int joined = n - 1 - left;
       int ran = 1 + joined;
       // joined workers decrement pending_ from 0 as they finish
@@ -88,8 +102,9 @@ class Pool {
     }
     // the team is whoever joins within kJoinWait; later workers skip this job
     const auto until = std::chrono::steady_clock::now() + kJoinWait;
-    while (seats_.load(std::memory_order_acquire) > 0 && std::chrono::steady_clock::now() < until) cpu_relax();
-    const int left = std::max(0, seats_.exchange(-(1 << 20), std::memory_order_acq_rel));
+    while (seats_of(seats_.load(std::memory_order_acquire)) > 0 && std::chrono::steady_clock::now() < until)
+      cpu_relax();
+    const int left = std::max(0, seats_of(seats_.exchange(pack_seats(gen, kClosed), std::memory_order_acq_rel)));
     const int size = n - left;
     Team team(size);
     team_ = &team;
@@ -134,8 +149,16 @@ class Pool {
         fn = fn_;
         n = active_ + 1;
       }
-      // take a seat (ids in order of arrival), or skip a job whose team is already formed
-      const int seat = seats_.fetch_sub(1, std::memory_order_acq_rel);
+      // take a seat in job `seen` (ids in order of arrival), or skip it: its team is formed, or
+      // it is over and a later job's seats are on offer
+      int seat = 0;
+      for (uint64_t v = seats_.load(std::memory_order_acquire);
+           gen_of(v) == uint32_t(seen) && seats_of(v) > 0;) {
+        if (seats_.compare_exchange_weak(v, v - 1, std::memory_order_acq_rel)) {
+          seat = seats_of(v);
+          break;
+        }
+      }
       if (seat <= 0) continue;
       for (int spins = 0; team_size_.load(std::memory_order_acquire) == 0; ++spins) {
         if (spins < kSpins) cpu_relax(); else std::this_thread::yield();
@@ -158,7 +181,7 @@ class Pool {
   long job_gen_ = 0;
   std::atomic<long> job_gen_seen_{0};
   std::atomic<int> pending_{0};
-  std::atomic<int> seats_{0};      // seats not yet taken in the forming team
+  std::atomic<uint64_t> seats_{0};  // pack_seats(job, seats not yet taken in the forming team)
   std::atomic<int> team_size_{0};  // 0 while the team forms, then its size
   bool stop_ = false;
 };

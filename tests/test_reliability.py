@@ -13,6 +13,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -460,3 +461,35 @@ def test_native_backward_does_not_read_unused_arguments(core, rng):
     got = core.lstm_backward(dy, hT * 0, cT * 0, ws, args[0], args[1], args[2], None, "unused", None, True)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
+
+
+# ---- the thread pool: a worker descheduled between reading a job and taking a seat used to sit
+# down at the next job and run the first job's function, destroyed by then (a segfault in a long
+# seq2seq training run under load). Busy processes make that descheduling likely.
+
+def _spin(stop):
+    while not stop.is_set():
+        pass
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+def test_pool_worker_never_runs_another_jobs_function(core, dynamic):
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    hogs = [ctx.Process(target=_spin, args=(stop,), daemon=True) for _ in range(2)]
+    for h in hogs:
+        h.start()
+    wrong = ran = jobs = 0
+    try:
+        t0 = time.perf_counter()
+        while jobs < 60_000 and time.perf_counter() - t0 < 4.0:  # bounded: a loaded machine is slow here
+            w, n = core._pool_selftest(2_000, 2, dynamic)
+            wrong, ran, jobs = wrong + w, ran + n, jobs + 2_000
+    finally:
+        stop.set()
+        for h in hogs:
+            h.join()
+    assert wrong == 0
+    assert ran >= jobs  # every job ran, on at least its caller
+    with pytest.raises(ValueError, match="threads"):
+        core._pool_selftest(1, 0)
