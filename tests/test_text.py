@@ -147,8 +147,25 @@ def test_date_split_holds_out_dates_and_formats():
             dt.date.fromisoformat(s)
     fmts = T._date_formatters()
     day = dt.date(2021, 3, 4)
-    seen = {fmts[f](day) for f in T.DATE_FORMATS if f not in T.HELDOUT_DATE_FORMATS}
+    train_formats = [f for f in T.DATE_FORMATS if f not in T.HELDOUT_DATE_FORMATS]
+    seen = {fmts[f](day) for f in train_formats}
     assert not {fmts[f](day) for f in T.HELDOUT_DATE_FORMATS} & seen
+    # every held-out format is a new combination of parts that training shows elsewhere
+    for part in range(5):
+        assert {T._GRAMMAR[f][part] for f in T.HELDOUT_DATE_FORMATS} <= {T._GRAMMAR[f][part] for f in train_formats}
+    assert set(T.HELDOUT_DATE_FORMATS) < set(T.DATE_FORMATS) and len(T.HELDOUT_DATE_FORMATS) >= len(T.DATE_FORMATS) // 10
+    # the held-out test texts really are in held-out formats: none is a training format's rendering
+    held_texts = set(d["test_formats"][0])
+    assert len(held_texts) > 150
+    for h, iso in zip(*d["test_formats"]):
+        when = dt.date.fromisoformat(iso)
+        assert h in {fmts[f](when) for f in T.HELDOUT_DATE_FORMATS}
+        assert h not in {fmts[f](when) for f in train_formats}
     assert fmts["ord_of_month"](dt.date(2020, 1, 11)) == "the 11th of January 2020"
     assert fmts["month_ord_y"](dt.date(2020, 1, 22)) == "January 22nd, 2020"
+    assert fmts["us_slash"](day) == "3/4/2021" and fmts["eu_dot"](day) == "04.03.2021"
+    assert fmts["wd_month_d_y"](day) == "Thursday, March 4, 2021" and fmts["lower_d_month"](day) == "4 march 2021"
+    assert fmts["dd_mon_yyyy"](day) == "04-MAR-2021" and fmts["compact"](day) == "20210304"
     assert d == T.date_split(n_train=3000, n_test=200, seed=1)
+    with pytest.raises(ValueError, match="unknown date formats"):
+        T.date_examples([day], formats=("nope",))

@@ -384,38 +384,95 @@ def _ordinal(d: int) -> str:
     return f"{d}{suffix}"
 
 
+# A date format is a composition of parts, so that formats never seen in training can still be
+# made of seen parts (how people write dates: a layout, a day style, a month style, a letter case
+# and an optional weekday). Numeric layouts follow one convention each — "/" before the year is
+# US month/day, "." and "-" are day.month — since 4/3/2031 is otherwise ambiguous.
+DATE_LAYOUTS = {
+    # layout -> (template, day styles, month styles); D, M, Y are the rendered parts
+    "D M Y":        ("{D} {M} {Y}",        ("d", "dd", "dth"), ("Month", "Mon", "Mon.")),
+    "M D, Y":       ("{M} {D}, {Y}",       ("d", "dd", "dth"), ("Month", "Mon", "Mon.")),
+    "M D Y":        ("{M} {D} {Y}",        ("d", "dd", "dth"), ("Month", "Mon", "Mon.")),
+    "Y M D":        ("{Y} {M} {D}",        ("d", "dd", "dth"), ("Month", "Mon", "Mon.")),
+    "D-M-Y":        ("{D}-{M}-{Y}",        ("d", "dd"),        ("Month", "Mon")),
+    "the D of M Y": ("the {D} of {M} {Y}", ("dth",),           ("Month", "Mon", "Mon.")),
+    "M/D/Y":        ("{M}/{D}/{Y}",        ("d", "dd"),        ("m", "mm")),
+    "D.M.Y":        ("{D}.{M}.{Y}",        ("d", "dd"),        ("m", "mm")),
+    "D-M-Y num":    ("{D}-{M}-{Y}",        ("d", "dd"),        ("m", "mm")),
+    "Y/M/D":        ("{Y}/{M}/{D}",        ("d", "dd"),        ("m", "mm")),
+    "Y-M-D":        ("{Y}-{M}-{D}",        ("d", "dd"),        ("m", "mm")),
+    "Y.M.D":        ("{Y}.{M}.{D}",        ("d", "dd"),        ("m", "mm")),
+    "YMD":          ("{Y}{M}{D}",          ("dd",),            ("mm",)),
+}
+DATE_WEEKDAYS = ("", "Wday, ", "Wday ", "Wdy, ", "Wdy ")
+DATE_CASES = ("title", "upper", "lower")
+
+
+def _render_date(d, layout: str, day: str, month: str, case: str = "title", weekday: str = "") -> str:
+    """One date in the format (layout, day style, month style, case, weekday prefix)."""
+    template = DATE_LAYOUTS[layout][0]
+    D = {"d": str(d.day), "dd": f"{d.day:02d}", "dth": _ordinal(d.day)}[day]
+    M = {"m": str(d.month), "mm": f"{d.month:02d}", "Month": calendar.month_name[d.month],
+         "Mon": calendar.month_abbr[d.month], "Mon.": calendar.month_abbr[d.month] + "."}[month]
+    W = {"": "", "Wday, ": calendar.day_name[d.weekday()] + ", ", "Wday ": calendar.day_name[d.weekday()] + " ",
+         "Wdy, ": calendar.day_abbr[d.weekday()] + ", ", "Wdy ": calendar.day_abbr[d.weekday()] + " "}[weekday]
+    text = W + template.format(D=D, M=M, Y=d.year)
+    return {"title": text, "upper": text.upper(), "lower": text.lower()}[case]
+
+
+def _format_name(layout, day, month, case, weekday) -> str:
+    return f"{weekday}{layout} [{day} {month} {case}]"
+
+
+def _date_grammar():
+    """name -> (layout, day, month, case, weekday) for every format of the grammar. Case only
+    matters where there are letters, so all-digit formats come in title case alone (814 in all)."""
+    out = {}
+    for layout, (_, days, months) in DATE_LAYOUTS.items():
+        for weekday in DATE_WEEKDAYS:
+            lettered = weekday or months[0] not in ("m", "mm")
+            for case in DATE_CASES if lettered else ("title",):
+                for day in days:
+                    for month in months:
+                        out[_format_name(layout, day, month, case, weekday)] = (layout, day, month, case, weekday)
+    return out
+
+
+_GRAMMAR = _date_grammar()
+# the classic spellings (the README's examples) by short names; each is one format of the grammar
+NAMED_DATE_FORMATS = {
+    "iso_slash":     ("Y/M/D", "dd", "mm", "title", ""),               # 2031/03/04
+    "us_slash":      ("M/D/Y", "d", "m", "title", ""),                 # 3/4/2031
+    "eu_dot":        ("D.M.Y", "dd", "mm", "title", ""),               # 04.03.2031
+    "d_month_y":     ("D M Y", "d", "Month", "title", ""),             # 4 March 2031
+    "month_d_y":     ("M D, Y", "d", "Month", "title", ""),            # March 4, 2031
+    "dd_mon_yyyy":   ("D-M-Y", "dd", "Mon", "upper", ""),              # 04-MAR-2031
+    "wdab_mon_d_y":  ("M D Y", "d", "Mon", "title", "Wdy "),           # Tue Mar 4 2031
+    "ord_of_month":  ("the D of M Y", "dth", "Month", "title", ""),    # the 4th of March 2031
+    "month_ord_y":   ("M D, Y", "dth", "Month", "title", ""),          # March 4th, 2031
+    "compact":       ("YMD", "dd", "mm", "title", ""),                 # 20310304
+    # the three formats the first version of this dataset held out
+    "mon_dot_d_y":   ("M D Y", "d", "Mon.", "title", ""),              # Mar. 4 2031
+    "wd_month_d_y":  ("M D, Y", "d", "Month", "title", "Wday, "),      # Tuesday, March 4, 2031
+    "lower_d_month": ("D M Y", "d", "Month", "lower", ""),             # 4 march 2031
+}
+
+
 def _date_formatters():
-    """name -> function(date) -> human text. Month and day names from `calendar` (English under the
-    C locale, the default), so the data needs nothing outside the standard library."""
-    M, m = calendar.month_name, calendar.month_abbr
-    W, w = calendar.day_name, calendar.day_abbr
-    return {
-        "iso_slash":      lambda d: f"{d.year}/{d.month:02d}/{d.day:02d}",
-        "us_slash":       lambda d: f"{d.month}/{d.day}/{d.year}",
-        "us_slash_pad":   lambda d: f"{d.month:02d}/{d.day:02d}/{d.year}",
-        "eu_dot":         lambda d: f"{d.day:02d}.{d.month:02d}.{d.year}",
-        "eu_dot_short":   lambda d: f"{d.day}.{d.month}.{d.year}",
-        "eu_dash":        lambda d: f"{d.day:02d}-{d.month:02d}-{d.year}",
-        "d_month_y":      lambda d: f"{d.day} {M[d.month]} {d.year}",
-        "d_mon_y":        lambda d: f"{d.day} {m[d.month]} {d.year}",
-        "month_d_y":      lambda d: f"{M[d.month]} {d.day}, {d.year}",
-        "mon_d_y":        lambda d: f"{m[d.month]} {d.day}, {d.year}",
-        "mon_dot_d_y":    lambda d: f"{m[d.month]}. {d.day} {d.year}",
-        "MONTH_d_y":      lambda d: f"{M[d.month].upper()} {d.day} {d.year}",
-        "dd_mon_yyyy":    lambda d: f"{d.day:02d}-{m[d.month].upper()}-{d.year}",
-        "wd_d_month_y":   lambda d: f"{W[d.weekday()]}, {d.day} {M[d.month]} {d.year}",
-        "wd_month_d_y":   lambda d: f"{W[d.weekday()]}, {M[d.month]} {d.day}, {d.year}",
-        "wdab_mon_d_y":   lambda d: f"{w[d.weekday()]} {m[d.month]} {d.day} {d.year}",
-        "ord_of_month":   lambda d: f"the {_ordinal(d.day)} of {M[d.month]} {d.year}",
-        "month_ord_y":    lambda d: f"{M[d.month]} {_ordinal(d.day)}, {d.year}",
-        "lower_d_month":  lambda d: f"{d.day} {M[d.month].lower()} {d.year}",
-        "compact":        lambda d: f"{d.year}{d.month:02d}{d.day:02d}",
-    }
+    """name -> function(date) -> human text, for every grammar format and the named ones. Month and
+    day names come from `calendar` (English under the C locale, the default), so the data needs
+    nothing outside the standard library."""
+    spec = {**_GRAMMAR, **{k: _GRAMMAR[_format_name(*v)] for k, v in NAMED_DATE_FORMATS.items()}}
+    return {name: (lambda d, p=p: _render_date(d, *p)) for name, p in spec.items()}
 
 
-DATE_FORMATS = tuple(_date_formatters())
-# formats never shown in training, for the generalisation figure (each recombines seen parts)
-HELDOUT_DATE_FORMATS = ("mon_dot_d_y", "wd_month_d_y", "lower_d_month")
+DATE_FORMATS = tuple(_GRAMMAR)
+# Formats never shown in training: the three named ones plus a fixed random tenth of the grammar
+# (drawn once with seed 0, so the split is the same for everyone). Each recombines parts that
+# training shows in other formats.
+HELDOUT_DATE_FORMATS = tuple(sorted(
+    {_format_name(*NAMED_DATE_FORMATS[k]) for k in ("mon_dot_d_y", "wd_month_d_y", "lower_d_month")}
+    | set(np.random.default_rng(0).choice(DATE_FORMATS, len(DATE_FORMATS) // 10, replace=False).tolist())))
 
 
 def date_examples(dates, formats=DATE_FORMATS, seed: int = 0):
@@ -423,7 +480,8 @@ def date_examples(dates, formats=DATE_FORMATS, seed: int = 0):
     fmts = _date_formatters()
     bad = [f for f in formats if f not in fmts]
     if bad:
-        raise ValueError(f"unknown date formats {bad}; choose from {list(fmts)}")
+        raise ValueError(f"unknown date formats {bad[:5]}; choose from text.DATE_FORMATS (the grammar's "
+                         f"{len(DATE_FORMATS)} formats) or {sorted(NAMED_DATE_FORMATS)}")
     rng = np.random.default_rng(seed)
     pick = rng.integers(0, len(formats), len(dates))
     return [fmts[formats[k]](d) for d, k in zip(dates, pick)], [d.isoformat() for d in dates]
@@ -435,7 +493,8 @@ def date_split(n_train: int = 20_000, n_test: int = 1000, seed: int = 0,
 
     train: n_train dates from the training dates, rendered in the training formats;
     test: n_test held-out dates (never seen in training, in any format), training formats;
-    test_formats: n_test held-out dates in HELDOUT_DATE_FORMATS (formats never seen in training).
+    test_formats: n_test held-out dates in HELDOUT_DATE_FORMATS (formats never seen in training),
+                  each text one that no training format writes for its date.
     Returns dict name -> (human_texts, iso_texts).
     """
     d0, d1 = _dt.date.fromisoformat(start), _dt.date.fromisoformat(end)
@@ -454,5 +513,30 @@ def date_split(n_train: int = 20_000, n_test: int = 1000, seed: int = 0,
     return {
         "train": date_examples([to_date(k) for k in train_days], train_formats, seed + 1),
         "test": date_examples([to_date(k) for k in test_days], train_formats, seed + 2),
-        "test_formats": date_examples([to_date(k) for k in test_days2], HELDOUT_DATE_FORMATS, seed + 3),
+        "test_formats": _unseen_format_examples([to_date(k) for k in test_days2], seed + 3),
     }
+
+
+def _unseen_format_examples(dates, seed):
+    """(human, iso) pairs in held-out formats, each text one that no training format writes for
+    that date: "SAT, 12.03.2011" is a held-out format's text but also a training format's (12 and
+    "12" read the same as day styles d and dd), and would not test generalisation."""
+    fmts = _date_formatters()
+    held = set(HELDOUT_DATE_FORMATS)
+    # only formats with the same layout, case and weekday can write the same text
+    family = {}
+    for name, (layout, _, _, case, weekday) in _GRAMMAR.items():
+        family.setdefault((layout, case, weekday), []).append(name)
+    rng = np.random.default_rng(seed)
+    human = []
+    for d in dates:
+        for k in rng.permutation(len(HELDOUT_DATE_FORMATS)):
+            name = HELDOUT_DATE_FORMATS[k]
+            layout, _, _, case, weekday = _GRAMMAR[name]
+            text = fmts[name](d)
+            if all(fmts[other](d) != text for other in family[(layout, case, weekday)] if other not in held):
+                human.append(text)
+                break
+        else:  # every held-out format collides (cannot happen with the grammar above; kept as a guard)
+            raise RuntimeError(f"no held-out format writes {d} differently from the training formats")
+    return human, [d.isoformat() for d in dates]

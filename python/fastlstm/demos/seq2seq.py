@@ -3,9 +3,10 @@
     python -m fastlstm demo seq2seq [--task addition|dates|both] [--out reports/seq2seq] [--smoke]
 
 addition: "535+61" -> "596" (Keras' addition_rnn), 1..3-digit operands, 1000 held-out problems
-never seen in training. dates: dates in 20 human formats ("Tuesday, March 4, 2031",
-"the 4th of March 2031", "04.03.2031", ...) -> ISO 8601, judged on held-out dates in the training
-formats and, separately, on formats never seen in training (text.date_split). Both train a
+never seen in training. dates: dates in 970 human formats composed of a layout, day and month
+styles, letter case and an optional weekday ("Tuesday, March 4, 2031", "the 4th of March 2031",
+"04.03.2031", "4-MAR-2031", ...) -> ISO 8601, judged on held-out dates in the training formats and,
+separately, on 100 formats never seen in training (text.date_split). Both train a
 Seq2Seq with Luong attention until the validation exact match reaches --target, the time budget
 runs out, or --epochs, then decode the test set greedily and with beam search. The report folder
 gets metrics.json, samples.txt, learning_curve.png and each model (<task>.fastlstm).
