@@ -47,7 +47,7 @@ def build_parser():
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--beam", type=int, default=4, help="beam width for the beam-search figure")
     ap.add_argument("--alpha", type=float, default=0.6, help="length normalisation of beam search")
-    ap.add_argument("--n-train", type=int, default=None, help="training pairs (addition 50000, dates 20000)")
+    ap.add_argument("--n-train", type=int, default=None, help="training pairs (addition 50000, dates 40000)")
     ap.add_argument("--n-test", type=int, default=1000)
     ap.add_argument("--blas-threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -70,7 +70,7 @@ def addition_data(args):
 def dates_data(args):
     from ..text import CharVocab, date_split
 
-    n_train = args.n_train or 20_000
+    n_train = args.n_train or 40_000
     n_val = min(1000, n_train // 10)
     d = date_split(n_train + n_val, args.n_test, seed=args.seed)
     human, iso = d["train"]
