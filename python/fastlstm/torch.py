@@ -9,9 +9,19 @@ H = hidden units. Gate order i, f, g, o in both libraries, so the weights need n
 
 `LSTM` *is* a torch.nn.LSTM (a subclass): the constructor, parameter names, shapes and
 initialisation, state_dict, .to(), flatten_parameters are torch's own; only forward() differs.
-Each layer (both its directions) is one torch.autograd.Function that hands zero-copy NumPy views
-of the CPU tensors to fastlstm.core.lstm_forward / lstm_backward and wraps the results with
-torch.from_numpy. torch is an optional extra: nothing in fastlstm is compiled against it.
+forward() checks the call once (torch's own argument checks), then the whole stack of layers is
+one torch.autograd.Function (one per layer when dropout runs between layers) that hands
+zero-copy NumPy views of the CPU tensors straight to the backend's raw kernels (DESIGN.md §2:
+no per-layer Python validation, no private copies: the kernels read x and the weights again in
+backward from the tensors' memory, and save_for_backward's version counters raise if anything
+changed them in place, as for nn.LSTM) and wraps the results with torch.from_numpy. torch is an
+optional extra: nothing in fastlstm is compiled against it.
+
+Nothing derived from the weights is kept between calls. The native kernels pack W_ih and W_hh
+inside each call (forward and backward each in their own layout); that costs under 2% of a
+forward at the benchmark's shapes (fastlstm._core.Cell, packed once, is no faster there), and
+b_ih + b_hh is a 4H-add (~1 µs). A cache keyed on torch's version counters would go stale after
+`p.data.add_(...)`, which moves no counter; one keyed on the values would cost what it saves.
 
 What runs where (and why):
   float32 CPU tensors        fastlstm, the active backend (native C++ kernels when built)
