@@ -313,6 +313,70 @@ def test_shared_zero_states_stay_zero_and_bounded(torch, ft):
         assert not z.flags.writeable and not z.any()
 
 
+@pytest.fixture
+def threads(torch):
+    """Set torch's and fastlstm's thread counts inside a test; both restored after."""
+    import fastlstm
+
+    old = torch.get_num_threads(), fastlstm.get_num_threads()
+
+    def set_(n_torch, n_fast):
+        torch.set_num_threads(n_torch)
+        fastlstm.set_num_threads(n_fast)
+
+    yield set_
+    set_(*old)
+
+
+@pytest.mark.parametrize("n_torch,n_fast,want", [(1, 2, 1), (2, 1, 1), (2, 2, 2), (3, 2, 2)])
+def test_kernels_follow_torch_threads(torch, ft, monkeypatch, threads, n_torch, n_fast, want):
+    """The rule: min(torch.get_num_threads(), fastlstm.get_num_threads()) threads inside a call
+    (forward, backward and inference); fastlstm's own setting is unchanged after; torch's
+    OpenMP workers are paused before the kernels exactly when they run on more than one thread."""
+    import fastlstm
+    from fastlstm import _core
+    from fastlstm.backends import native
+
+    threads(n_torch, n_fast)
+    seen, paused = [], []
+    for name in ("lstm_forward", "lstm_backward"):
+        real = getattr(native, name)
+        monkeypatch.setattr(native, name, lambda *a, real=real, name=name: (seen.append((name, _core.get_num_threads())), real(*a))[1])
+    monkeypatch.setattr(ft, "_omp_pause", lambda kind: paused.append(kind) or 0)
+    mod = ft.LSTM(3, 4, num_layers=2, backend="native")
+    y, _ = mod(torch.randn(5, 2, 3))
+    y.sum().backward()
+    with torch.no_grad():
+        mod(torch.randn(5, 2, 3))
+    assert [n for _, n in seen] == [want] * 6 and [k for k, _ in seen].count("lstm_backward") == 2
+    assert paused == ([1] * 3 if want > 1 else [])              # forward, backward, inference
+    assert fastlstm.get_num_threads() == _core.get_num_threads() == n_fast
+    monkeypatch.setattr(ft, "pause_torch_openmp", False)        # the switch for measurements
+    paused.clear()
+    mod(torch.randn(5, 2, 3))[0].sum().backward()
+    assert paused == []
+
+
+def test_pausing_torch_openmp_keeps_torch_working(torch, ft, threads):
+    """omp_pause_resource_all on torch's own runtime (found among the loaded libraries on Linux
+    when torch runs on OpenMP): torch's next parallel ops start their workers again and compute
+    the same; the thread count torch reports is unchanged."""
+    import sys
+
+    pause = ft._torch_omp_pause()
+    if sys.platform.startswith("linux") and "parallel backend: OpenMP" in torch.__config__.parallel_info():
+        assert pause is not None
+    if pause is None:
+        return
+    threads(2, 2)
+    a = torch.randn(300_000)
+    want = a.sum()
+    for _ in range(3):
+        assert pause(1) == 0                                   # omp_pause_soft: released
+        torch.testing.assert_close(a.sum(), want)
+    assert torch.get_num_threads() == 2
+
+
 def test_double_backward_raises(torch, ft):
     mod = ft.LSTM(2, 3)
     x = torch.randn(4, 2, 2, requires_grad=True)

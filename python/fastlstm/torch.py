@@ -44,6 +44,9 @@ of every layer but the last, as in torch (the random masks differ from torch's o
 
 from __future__ import annotations
 
+import ctypes
+import os
+import re
 import warnings
 
 import numpy as np
@@ -87,6 +90,69 @@ def _zeros(shape: tuple, dtype: np.dtype) -> np.ndarray:
         z = _ZEROS[(shape, dtype)] = np.zeros(shape, dtype)
         z.flags.writeable = False
     return z
+
+
+# --- threads: fastlstm's kernels next to torch's OpenMP team ---------------------------------
+#
+# The rule: a call's kernels run with min(torch.get_num_threads(), fastlstm.get_num_threads())
+# threads, so torch.set_num_threads(1) makes the drop-in single-threaded too. When that is more
+# than one, torch's OpenMP workers are paused first (omp_pause_resource_all, OpenMP 5.0): after
+# every parallel torch op they spin ~7 ms (libgomp's GOMP_SPINCOUNT default) on the very cores
+# fastlstm's team needs, and a team member that shares its core with a spinner stalls every
+# step's barrier. torch's next parallel op starts its workers again (tens of µs).
+
+pause_torch_openmp = True       # False: leave torch's OpenMP workers alone (measurements)
+_omp_pause = None               # omp_pause_resource_all of torch's OpenMP runtime; False: none
+_OMP_PAUSE_SOFT = 1             # omp_pause_soft: threads released, state (ICVs) kept
+
+
+def _torch_omp_pause():
+    """omp_pause_resource_all of the OpenMP runtime torch already loaded (Linux), or None."""
+    global _omp_pause
+    if _omp_pause is None:
+        _omp_pause = False
+        try:
+            if "parallel backend: OpenMP" in torch.__config__.parallel_info():
+                with open("/proc/self/maps") as f:
+                    paths = {line.split(None, 5)[5].strip() for line in f if line.count(" ") >= 5 and "/" in line}
+                torch_dir = os.path.dirname(torch.__file__)
+                omp = sorted((p for p in paths if re.match(r"lib[gi]?omp[-.\w]*\.so", os.path.basename(p))),
+                             key=lambda p: not p.startswith(torch_dir))      # torch's own first
+                for path in omp:                    # RTLD_NOLOAD: only a runtime already loaded
+                    fn = getattr(ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY), "omp_pause_resource_all", None)
+                    if fn is not None:
+                        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+                        _omp_pause = fn
+                        break
+        except (OSError, AttributeError, IndexError):
+            _omp_pause = False
+    return _omp_pause or None
+
+
+class _KernelThreads:
+    """with _KernelThreads(mod): the thread rule around a Function's kernel calls (restores
+    the backend's thread count after)."""
+
+    __slots__ = ("mod", "restore")
+
+    def __init__(self, mod):
+        self.mod, self.restore = mod, None
+
+    def __enter__(self):
+        n_torch, n_fast = torch.get_num_threads(), core.backends.get_num_threads()
+        n = min(n_torch, n_fast)
+        if n > 1 and pause_torch_openmp:
+            pause = _torch_omp_pause()
+            if pause is not None:
+                pause(_OMP_PAUSE_SOFT)
+        if n < n_fast and hasattr(self.mod, "set_num_threads"):
+            self.mod.set_num_threads(n)
+            self.restore = n_fast
+
+    def __exit__(self, *exc):
+        if self.restore is not None:
+            self.mod.set_num_threads(self.restore)
+            self.restore = None
 
 
 class _Stack:
@@ -133,6 +199,36 @@ def _stack_forward(run: _Stack, x, h0, c0, w, training):
     return x, h_n, c_n, saved
 
 
+def _stack_backward(run: _Stack, saved, w, dy, dh_n, dc_n):
+    """Gradients of _stack_forward(..., training=True): dy (T,B,D·H), dh_n, dc_n (L·D,B,H) as
+    C-contiguous arrays or None (zeros); saved and w as forward kept them.
+    Returns dx (T,B,I), dh0, dc0 (L·D,B,H) and the weights' gradients in torch's order."""
+    D, n, mod, lengths = run.D, run.n, run.mod, run.lengths
+    L = len(run.layers)
+    H = w[1].shape[1]
+    x0 = saved[0][0]
+    T, B = x0.shape[:2]
+    zeros = _zeros((B, H), x0.dtype)
+    dh0, dc0, dw = [None] * (L * D), [None] * (L * D), [None] * len(w)
+    for k in reversed(range(L)):
+        x, wss = saved[k]
+        dx = None
+        for d in range(D):
+            j = k * D + d
+            dy_d = _zeros((T, B, H), x0.dtype) if dy is None else \
+                dy if D == 1 else np.ascontiguousarray(dy[:, :, d * H:(d + 1) * H])
+            # undoes y[..., d·H:(d+1)·H], hT = h_n[j], cT = c_n[j] = lstm_forward(x, ..., reverse=d == 1)
+            dx_d, dW_ih, dW_hh, db, dh0[j], dc0[j] = mod.lstm_backward(
+                dy_d, zeros if dh_n is None else dh_n[j], zeros if dc_n is None else dc_n[j],
+                wss[d], x, w[j * n], w[j * n + 1], None, None, lengths, d == 1)
+            dx = dx_d if dx is None else dx + dx_d
+            dw[j * n:(j + 1) * n] = [dW_ih, dW_hh] + ([db, db.copy()] if n == 4 else [])  # b = b_ih + b_hh
+        dy = dx                            # the layer below's output gradient
+    dh0 = dh0[0][None] if L * D == 1 else np.stack(dh0)
+    dc0 = dc0[0][None] if L * D == 1 else np.stack(dc0)
+    return dy, dh0, dc0, dw
+
+
 class _LSTMStack(torch.autograd.Function):
     """Layers run.layers (one, or all of them when no dropout runs between), both directions:
     (x, h0, c0, *weights) -> (y, h_n, c_n), time-major. h0/c0 may be None (zeros)."""
@@ -140,8 +236,9 @@ class _LSTMStack(torch.autograd.Function):
     @staticmethod
     def forward(ctx, run, x, h0, c0, *weights):
         w = [_np(t) for t in weights]
-        y, h_n, c_n, saved = _stack_forward(run, _np(x), None if h0 is None else _np(h0),
-                                            None if c0 is None else _np(c0), w, True)
+        with _KernelThreads(run.mod):
+            y, h_n, c_n, saved = _stack_forward(run, _np(x), None if h0 is None else _np(h0),
+                                                None if c0 is None else _np(c0), w, True)
         ctx.run, ctx.w, ctx.saved = run, w, saved
         # the kernels read x and the weights again in backward, straight from these tensors' memory
         # (no private copies): torch's version counters catch an in-place change before backward
@@ -153,35 +250,15 @@ class _LSTMStack(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dy, dh_n, dc_n):
         ctx.saved_tensors  # raises if an input was modified in place since forward
-        run, w = ctx.run, ctx.w
-        D, n, mod, lengths = run.D, run.n, run.mod, run.lengths
-        L = len(run.layers)
-        H = w[1].shape[1]
-        x0 = ctx.saved[0][0]
-        T, B = x0.shape[:2]
-        zeros = _zeros((B, H), x0.dtype)
-        dy = None if dy is None else _np(dy)
-        dh_n = None if dh_n is None else _np(dh_n)
-        dc_n = None if dc_n is None else _np(dc_n)
-        dh0, dc0, dw = [None] * (L * D), [None] * (L * D), [None] * len(w)
-        for k in reversed(range(L)):
-            x, wss = ctx.saved[k]
-            dx = None
-            for d in range(D):
-                j = k * D + d
-                dy_d = _zeros((T, B, H), x0.dtype) if dy is None else \
-                    dy if D == 1 else np.ascontiguousarray(dy[:, :, d * H:(d + 1) * H])
-                # undoes y[..., d·H:(d+1)·H], hT = h_n[j], cT = c_n[j] = lstm_forward(x, ..., reverse=d == 1)
-                dx_d, dW_ih, dW_hh, db, dh0[j], dc0[j] = mod.lstm_backward(
-                    dy_d, zeros if dh_n is None else dh_n[j], zeros if dc_n is None else dc_n[j],
-                    wss[d], x, w[j * n], w[j * n + 1], None, None, lengths, d == 1)
-                dx = dx_d if dx is None else dx + dx_d
-                dw[j * n:(j + 1) * n] = [dW_ih, dW_hh] + ([db, db.copy()] if n == 4 else [])  # b = b_ih + b_hh
-            dy = dx                            # the layer below's output gradient
+        run = ctx.run
+        with _KernelThreads(run.mod):
+            dx, dh0, dc0, dw = _stack_backward(run, ctx.saved, ctx.w, None if dy is None else _np(dy),
+                                               None if dh_n is None else _np(dh_n),
+                                               None if dc_n is None else _np(dc_n))
         need = ctx.needs_input_grad  # (run, x, h0, c0, *weights)
-        grads = [torch.from_numpy(dy) if need[1] else None,
-                 torch.from_numpy(dh0[0][None] if L * D == 1 else np.stack(dh0)) if need[2] else None,
-                 torch.from_numpy(dc0[0][None] if L * D == 1 else np.stack(dc0)) if need[3] else None]
+        grads = [torch.from_numpy(dx) if need[1] else None,
+                 torch.from_numpy(dh0) if need[2] else None,
+                 torch.from_numpy(dc0) if need[3] else None]
         grads += [torch.from_numpy(g) if need[4 + k] else None for k, g in enumerate(dw)]
         return (None, *grads)
 
@@ -330,8 +407,10 @@ class LSTM(torch.nn.LSTM):
             if grad:
                 y, h_l, c_l = _LSTMStack.apply(run, inp, h0_l, c0_l, *ws)
             else:   # inference: no autograd node, no workspaces
-                y, h_l, c_l, _ = _stack_forward(run, _np(inp), None if h0_l is None else _np(h0_l),
-                                                None if c0_l is None else _np(c0_l), [_np(w) for w in ws], False)
+                with _KernelThreads(mod):
+                    y, h_l, c_l, _ = _stack_forward(run, _np(inp), None if h0_l is None else _np(h0_l),
+                                                    None if c0_l is None else _np(c0_l), [_np(w) for w in ws],
+                                                    False)
                 y, h_l, c_l = torch.from_numpy(y), torch.from_numpy(h_l), torch.from_numpy(c_l)
             hs.append(h_l)
             cs.append(c_l)
