@@ -332,7 +332,8 @@ def threads(torch):
 def test_kernels_follow_torch_threads(torch, ft, monkeypatch, threads, n_torch, n_fast, want):
     """The rule: min(torch.get_num_threads(), fastlstm.get_num_threads()) threads inside a call
     (forward, backward and inference); fastlstm's own setting is unchanged after; torch's
-    OpenMP workers are paused before the kernels exactly when they run on more than one thread."""
+    OpenMP workers are paused before the kernels (opt-in: pause_torch_openmp) exactly when they
+    run on more than one thread."""
     import fastlstm
     from fastlstm import _core
     from fastlstm.backends import native
@@ -343,6 +344,8 @@ def test_kernels_follow_torch_threads(torch, ft, monkeypatch, threads, n_torch, 
         real = getattr(native, name)
         monkeypatch.setattr(native, name, lambda *a, real=real, name=name: (seen.append((name, _core.get_num_threads())), real(*a))[1])
     monkeypatch.setattr(ft, "_omp_pause", lambda kind: paused.append(kind) or 0)
+    assert ft.pause_torch_openmp is False                        # the default
+    monkeypatch.setattr(ft, "pause_torch_openmp", True)
     mod = ft.LSTM(3, 4, num_layers=2, backend="native")
     y, _ = mod(torch.randn(5, 2, 3))
     y.sum().backward()
@@ -351,7 +354,7 @@ def test_kernels_follow_torch_threads(torch, ft, monkeypatch, threads, n_torch, 
     assert [n for _, n in seen] == [want] * 6 and [k for k, _ in seen].count("lstm_backward") == 2
     assert paused == ([1] * 3 if want > 1 else [])              # forward, backward, inference
     assert fastlstm.get_num_threads() == _core.get_num_threads() == n_fast
-    monkeypatch.setattr(ft, "pause_torch_openmp", False)        # the switch for measurements
+    monkeypatch.setattr(ft, "pause_torch_openmp", False)        # off: torch's workers left alone
     paused.clear()
     mod(torch.randn(5, 2, 3))[0].sum().backward()
     assert paused == []

@@ -95,13 +95,20 @@ def _zeros(shape: tuple, dtype: np.dtype) -> np.ndarray:
 # --- threads: fastlstm's kernels next to torch's OpenMP team ---------------------------------
 #
 # The rule: a call's kernels run with min(torch.get_num_threads(), fastlstm.get_num_threads())
-# threads, so torch.set_num_threads(1) makes the drop-in single-threaded too. When that is more
-# than one, torch's OpenMP workers are paused first (omp_pause_resource_all, OpenMP 5.0): after
-# every parallel torch op they spin ~7 ms (libgomp's GOMP_SPINCOUNT default) on the very cores
-# fastlstm's team needs, and a team member that shares its core with a spinner stalls every
-# step's barrier. torch's next parallel op starts its workers again (tens of µs).
+# threads, so torch.set_num_threads(1) makes the drop-in single-threaded too.
+#
+# The fight, measured on the 2-core VM: after every parallel torch op, torch's OpenMP (libgomp)
+# workers spin ~5-7 ms (GOMP_SPINCOUNT's default) on the cores fastlstm's team needs, and a team
+# member that shares its core with a spinner stalls every step's barrier: the drop-in's LSTM
+# forward + backward at 2 threads took 1.9-2.1x the same kernels called back to back at
+# seq2seq's shapes (1.08-1.13x at 1 thread). pause_torch_openmp = True pauses those workers
+# (omp_pause_resource_all, OpenMP 5.0) before each multi-threaded kernel call. Off by default:
+# torch's next parallel op must start its workers again, which took ~8 ms on the loaded shared
+# machine (a new thread waits for a time slice; a spinning one already holds its core), so it
+# helped or hurt depending on load. The fix belongs in the kernels' thread pool (run the teams on
+# the OpenMP runtime torch uses, or yield sooner), not here.
 
-pause_torch_openmp = True       # False: leave torch's OpenMP workers alone (measurements)
+pause_torch_openmp = False      # True: pause torch's OpenMP workers before multi-threaded kernels
 _omp_pause = None               # omp_pause_resource_all of torch's OpenMP runtime; False: none
 _OMP_PAUSE_SOFT = 1             # omp_pause_soft: threads released, state (ICVs) kept
 
