@@ -23,6 +23,10 @@ forward at the benchmark's shapes (fastlstm._core.Cell, packed once, is no faste
 b_ih + b_hh is a 4H-add (~1 µs). A cache keyed on torch's version counters would go stale after
 `p.data.add_(...)`, which moves no counter; one keyed on the values would cost what it saves.
 
+Threads: a call's kernels run with min(torch.get_num_threads(), fastlstm.get_num_threads())
+threads (torch.set_num_threads(1) makes the drop-in single-threaded too); see the note above
+pause_torch_openmp on how torch's OpenMP workers and fastlstm's team share the cores.
+
 What runs where (and why):
   float32 CPU tensors        fastlstm, the active backend (native C++ kernels when built)
   float64 CPU tensors        fastlstm on the first float64 backend (Numba, else the NumPy
