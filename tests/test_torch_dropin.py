@@ -287,6 +287,30 @@ def test_one_graph_node_per_stack_or_per_layer_with_dropout(torch, ft):
             torch.testing.assert_close(g, w, atol=1e-10, rtol=1e-10)
 
 
+@pytest.mark.parametrize("backend", ["native", "numba", "reference"])
+def test_one_output_used_gradients(torch, ft, backend):
+    """A loss on y alone, h_n alone or c_n alone: backward gets None for the other outputs and
+    feeds the kernels shared read-only zeros (no backend may write them); gradients as nn.LSTM."""
+    if backend == "numba":
+        require("numba")
+    dtype = torch.float32 if backend == "native" else torch.float64
+    tol = dict(atol=5e-5, rtol=2e-4) if backend == "native" else dict(atol=1e-10, rtol=1e-10)
+    torch.manual_seed(12)
+    mod = ft.LSTM(3, 5, num_layers=2, bidirectional=True, dtype=dtype, backend=backend)
+    ref = mod.to_torch()
+    x = torch.randn(6, 3, 3, dtype=dtype, requires_grad=True)
+    for k in range(3):
+        got, want = mod(x), ref(x)
+        pick = (lambda r: r[0], lambda r: r[1][0], lambda r: r[1][1])[k]
+        g = torch.autograd.grad(pick(got).square().sum(), [x, *mod.parameters()])
+        w = torch.autograd.grad(pick(want).square().sum(), [x, *ref.parameters()])
+        assert mod.last_backend == backend
+        for a, b in zip(g, w):
+            torch.testing.assert_close(a, b, **tol)
+    for z in ft._ZEROS.values():
+        assert not z.flags.writeable and not z.any()
+
+
 def test_check_finite_env_and_empty_input(torch, ft, monkeypatch):
     mod = ft.LSTM(2, 3)
     x = torch.randn(4, 2, 2)
