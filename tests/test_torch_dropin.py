@@ -191,6 +191,219 @@ def test_inplace_weight_change_before_backward_raises(torch, ft):
         y.sum().backward()
 
 
+def test_inplace_input_change_before_backward_raises(torch, ft):
+    """The kernels read x again in backward straight from the tensor's memory (no private copy):
+    torch's version counter must catch an in-place change, as it does for nn.LSTM."""
+    mod = ft.LSTM(2, 3)
+    x = torch.randn(4, 2, 2)                 # time-major and contiguous: the kernels read it in place
+    y, _ = mod(x)
+    x.mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+def test_weight_updates_reach_every_call(torch, ft):
+    """Nothing derived from the weights outlives a call: after an optimizer's in-place step, a
+    .data edit (which bumps no version counter) and load_state_dict, each next forward and its
+    gradients equal nn.LSTM's with the same weights. A cache of the weights (or of b_ih + b_hh)
+    keyed on anything but their current values would fail here."""
+    ref, mod = _pair(torch, ft, 7, input_size=3, hidden_size=5, num_layers=2, bidirectional=True)
+    x = torch.randn(6, 4, 3)
+    opt_ref = torch.optim.SGD(ref.parameters(), lr=0.5)
+    opt_mod = torch.optim.SGD(mod.parameters(), lr=0.5)
+
+    def compare():
+        for m in (ref, mod):
+            m.zero_grad()
+        outs = [m(x) for m in (ref, mod)]
+        for (y, (h, c)) in outs:
+            (y.square().sum() + h.sum() + c.sum()).backward()
+        torch.testing.assert_close(outs[1][0], outs[0][0], atol=2e-5, rtol=1e-4)
+        for (name, pr), pm in zip(ref.named_parameters(), mod.parameters()):
+            torch.testing.assert_close(pm.grad, pr.grad, atol=5e-5, rtol=2e-4, msg=name)
+
+    compare()
+    for _ in range(2):                               # optimizer steps (in place, under no_grad)
+        opt_ref.step()
+        opt_mod.step()
+        compare()
+    for m in (ref, mod):                             # .data edits: no version counter moves
+        m.bias_hh_l1_reverse.data.add_(0.75)
+        m.weight_hh_l0.data.mul_(-1.0)
+    compare()
+    state = {k: torch.randn_like(v) * 0.3 for k, v in ref.state_dict().items()}
+    ref.load_state_dict(state)
+    mod.load_state_dict(state)
+    compare()
+
+
+def test_output_changed_in_place_leaves_gradients(torch, ft):
+    """backward reads only the workspaces and the saved inputs, never the returned y, h_n, c_n."""
+    torch.manual_seed(8)
+    mod = ft.LSTM(3, 4, num_layers=2)
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    gy, gh, gc = torch.randn(5, 2, 4), torch.randn(2, 2, 4), torch.randn(2, 2, 4)
+    grads = []
+    for scribble in (False, True):
+        y, (h, c) = mod(x)
+        loss = (y * gy).sum() + (h * gh).sum() + (c * gc).sum()     # saves gy, gh, gc, not y, h, c
+        if scribble:
+            with torch.no_grad():
+                y.zero_()
+                h.fill_(7.0)
+                c.fill_(7.0)
+        grads.append(torch.autograd.grad(loss, [x, *mod.parameters()]))
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+
+
+def test_one_graph_node_per_stack_or_per_layer_with_dropout(torch, ft):
+    """No dropout between layers: the whole stack is one autograd node. Dropout in training: one
+    node per layer with F.dropout between; with p ~ 0 (no element dropped, scale 1) both must
+    give nn.LSTM's outputs and gradients, float64 on the reference backend."""
+    torch.manual_seed(9)
+    ref = torch.nn.LSTM(3, 4, num_layers=3, bidirectional=True, dtype=torch.float64)
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    hx = tuple(torch.randn(6, 2, 4, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    want = _run(torch, ref, x, hx, (torch.ones(5, 2, 8, dtype=torch.float64),) + (torch.ones(6, 2, 4, dtype=torch.float64),) * 2)
+
+    def nodes(t):
+        seen, todo = [], [t.grad_fn]
+        while todo:
+            f = todo.pop()
+            if f is not None and f not in seen:
+                seen.append(f)
+                todo += [g for g, _ in f.next_functions]
+        return [type(f).__name__ for f in seen]
+
+    for p, n_nodes in ((0.0, 1), (1e-300, 3)):
+        mod = ft.LSTM.from_torch(ref, backend="reference")
+        mod.dropout = p
+        out = mod(x, hx)
+        assert nodes(out[0]).count("_LSTMStackBackward") == n_nodes
+        got = _run(torch, mod, x, hx, (torch.ones(5, 2, 8, dtype=torch.float64),) + (torch.ones(6, 2, 4, dtype=torch.float64),) * 2)
+        assert mod.last_backend == "reference"
+        for g, w in zip((*got[:3], *got[3]), (*want[:3], *want[3])):
+            torch.testing.assert_close(g, w, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("backend", ["native", "numba", "reference"])
+def test_one_output_used_gradients(torch, ft, backend):
+    """A loss on y alone, h_n alone or c_n alone: backward gets None for the other outputs and
+    feeds the kernels shared read-only zeros (no backend may write them); gradients as nn.LSTM."""
+    if backend == "numba":
+        require("numba")
+    dtype = torch.float32 if backend == "native" else torch.float64
+    tol = dict(atol=5e-5, rtol=2e-4) if backend == "native" else dict(atol=1e-10, rtol=1e-10)
+    torch.manual_seed(12)
+    mod = ft.LSTM(3, 5, num_layers=2, bidirectional=True, dtype=dtype, backend=backend)
+    ref = mod.to_torch()
+    x = torch.randn(6, 3, 3, dtype=dtype, requires_grad=True)
+    for k in range(3):
+        got, want = mod(x), ref(x)
+        pick = (lambda r: r[0], lambda r: r[1][0], lambda r: r[1][1])[k]
+        g = torch.autograd.grad(pick(got).square().sum(), [x, *mod.parameters()])
+        w = torch.autograd.grad(pick(want).square().sum(), [x, *ref.parameters()])
+        assert mod.last_backend == backend
+        for a, b in zip(g, w):
+            torch.testing.assert_close(a, b, **tol)
+    for z in ft._ZEROS.values():
+        assert not z.flags.writeable and not z.any()
+
+
+def test_check_finite_env_and_empty_input(torch, ft, monkeypatch):
+    mod = ft.LSTM(2, 3)
+    x = torch.randn(4, 2, 2)
+    x[1, 0, 1] = float("nan")
+    monkeypatch.setenv("FASTLSTM_CHECK_FINITE", "1")
+    with pytest.raises(ValueError, match="x"):
+        mod(x)
+    monkeypatch.setenv("FASTLSTM_CHECK_FINITE", "0")
+    assert torch.isnan(mod(x)[0]).any()                 # unchecked: NaN flows through, no error
+    with pytest.raises(ValueError, match="empty dimension"):
+        mod(torch.randn(4, 0, 2))
+
+
+def test_shared_zero_states_stay_zero_and_bounded(torch, ft):
+    """Missing h0/c0 and output gradients use shared read-only zeros: no call may write them,
+    and many batch sizes do not grow the cache without bound."""
+    torch.manual_seed(10)
+    mod = ft.LSTM(2, 3)
+    for B in range(1, 80):
+        y, _ = mod(torch.randn(2, B, 2, requires_grad=True))
+        y.sum().backward()                               # dh_n, dc_n: None -> shared zeros
+    assert 0 < len(ft._ZEROS) <= 64
+    for z in ft._ZEROS.values():
+        assert not z.flags.writeable and not z.any()
+
+
+@pytest.fixture
+def threads(torch):
+    """Set torch's and fastlstm's thread counts inside a test; both restored after."""
+    import fastlstm
+
+    old = torch.get_num_threads(), fastlstm.get_num_threads()
+
+    def set_(n_torch, n_fast):
+        torch.set_num_threads(n_torch)
+        fastlstm.set_num_threads(n_fast)
+
+    yield set_
+    set_(*old)
+
+
+@pytest.mark.parametrize("n_torch,n_fast,want", [(1, 2, 1), (2, 1, 1), (2, 2, 2), (3, 2, 2)])
+def test_kernels_follow_torch_threads(torch, ft, monkeypatch, threads, n_torch, n_fast, want):
+    """The rule: min(torch.get_num_threads(), fastlstm.get_num_threads()) threads inside a call
+    (forward, backward and inference); fastlstm's own setting is unchanged after; torch's
+    OpenMP workers are paused before the kernels (opt-in: pause_torch_openmp) exactly when they
+    run on more than one thread."""
+    import fastlstm
+    from fastlstm import _core
+    from fastlstm.backends import native
+
+    threads(n_torch, n_fast)
+    seen, paused = [], []
+    for name in ("lstm_forward", "lstm_backward"):
+        real = getattr(native, name)
+        monkeypatch.setattr(native, name, lambda *a, real=real, name=name: (seen.append((name, _core.get_num_threads())), real(*a))[1])
+    monkeypatch.setattr(ft, "_omp_pause", lambda kind: paused.append(kind) or 0)
+    assert ft.pause_torch_openmp is False                        # the default
+    monkeypatch.setattr(ft, "pause_torch_openmp", True)
+    mod = ft.LSTM(3, 4, num_layers=2, backend="native")
+    y, _ = mod(torch.randn(5, 2, 3))
+    y.sum().backward()
+    with torch.no_grad():
+        mod(torch.randn(5, 2, 3))
+    assert [n for _, n in seen] == [want] * 6 and [k for k, _ in seen].count("lstm_backward") == 2
+    assert paused == ([1] * 3 if want > 1 else [])              # forward, backward, inference
+    assert fastlstm.get_num_threads() == _core.get_num_threads() == n_fast
+    monkeypatch.setattr(ft, "pause_torch_openmp", False)        # off: torch's workers left alone
+    paused.clear()
+    mod(torch.randn(5, 2, 3))[0].sum().backward()
+    assert paused == []
+
+
+def test_pausing_torch_openmp_keeps_torch_working(torch, ft, threads):
+    """omp_pause_resource_all on torch's own runtime (found among the loaded libraries on Linux
+    when torch runs on OpenMP): torch's next parallel ops start their workers again and compute
+    the same; the thread count torch reports is unchanged."""
+    import sys
+
+    pause = ft._torch_omp_pause()
+    if sys.platform.startswith("linux") and "parallel backend: OpenMP" in torch.__config__.parallel_info():
+        assert pause is not None
+    if pause is None:
+        return
+    threads(2, 2)
+    a = torch.randn(300_000)
+    want = a.sum()
+    for _ in range(3):
+        assert pause(1) == 0                                   # omp_pause_soft: released
+        torch.testing.assert_close(a.sum(), want)
+    assert torch.get_num_threads() == 2
+
+
 def test_double_backward_raises(torch, ft):
     mod = ft.LSTM(2, 3)
     x = torch.randn(4, 2, 2, requires_grad=True)

@@ -9,9 +9,23 @@ H = hidden units. Gate order i, f, g, o in both libraries, so the weights need n
 
 `LSTM` *is* a torch.nn.LSTM (a subclass): the constructor, parameter names, shapes and
 initialisation, state_dict, .to(), flatten_parameters are torch's own; only forward() differs.
-Each layer (both its directions) is one torch.autograd.Function that hands zero-copy NumPy views
-of the CPU tensors to fastlstm.core.lstm_forward / lstm_backward and wraps the results with
-torch.from_numpy. torch is an optional extra: nothing in fastlstm is compiled against it.
+forward() checks the call once (torch's own argument checks), then the whole stack of layers is
+one torch.autograd.Function (one per layer when dropout runs between layers) that hands
+zero-copy NumPy views of the CPU tensors straight to the backend's raw kernels (DESIGN.md §2:
+no per-layer Python validation, no private copies: the kernels read x and the weights again in
+backward from the tensors' memory, and save_for_backward's version counters raise if anything
+changed them in place, as for nn.LSTM) and wraps the results with torch.from_numpy. torch is an
+optional extra: nothing in fastlstm is compiled against it.
+
+Nothing derived from the weights is kept between calls. The native kernels pack W_ih and W_hh
+inside each call (forward and backward each in their own layout); that costs under 2% of a
+forward at the benchmark's shapes (fastlstm._core.Cell, packed once, is no faster there), and
+b_ih + b_hh is a 4H-add (~1 µs). A cache keyed on torch's version counters would go stale after
+`p.data.add_(...)`, which moves no counter; one keyed on the values would cost what it saves.
+
+Threads: a call's kernels run with min(torch.get_num_threads(), fastlstm.get_num_threads())
+threads (torch.set_num_threads(1) makes the drop-in single-threaded too); see the note above
+pause_torch_openmp on how torch's OpenMP workers and fastlstm's team share the cores.
 
 What runs where (and why):
   float32 CPU tensors        fastlstm, the active backend (native C++ kernels when built)
@@ -34,6 +48,9 @@ of every layer but the last, as in torch (the random masks differ from torch's o
 
 from __future__ import annotations
 
+import ctypes
+import os
+import re
 import warnings
 
 import numpy as np
@@ -41,7 +58,7 @@ import torch
 from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import core
+from . import _validate, core
 
 __all__ = ["LSTM", "FallbackWarning"]
 
@@ -65,42 +82,178 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-def _layer_forward(x, h0, c0, weights, lengths, backend, training):
-    """One layer, D directions, time-major, on NumPy arrays.
-
-    x (T,B,I), h0/c0 (D,B,H), weights D tuples (W_ih, W_hh, b_ih, b_hh) with biases or None.
-    Returns y (T,B,D·H), h_n, c_n (D,B,H) and the tapes (None unless training)."""
-    ys, hs, cs, tapes = [], [], [], []
-    for d, (W_ih, W_hh, b_ih, b_hh) in enumerate(weights):
-        H = W_hh.shape[1]
-        b = np.zeros(4 * H, W_hh.dtype) if b_ih is None else b_ih + b_hh   # b = b_ih + b_hh
-        y, hT, cT, tape = core.lstm_forward(x, W_ih, W_hh, b, h0[d], c0[d], lengths, reverse=d == 1,
-                                            training=training, backend=backend)
-        ys.append(y)
-        hs.append(hT)
-        cs.append(cT)
-        tapes.append(tape)
-    y = ys[0] if len(ys) == 1 else np.concatenate(ys, axis=2)
-    return y, np.stack(hs), np.stack(cs), tapes
+_ZEROS: dict = {}
 
 
-class _LSTMLayer(torch.autograd.Function):
-    """One layer, both directions: (x, h0, c0, *weights) -> (y, h_n, c_n), time-major.
+def _zeros(shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """Read-only zeros shared by calls: the missing h0/c0 and dh_n/dc_n (the kernels only read them)."""
+    z = _ZEROS.get((shape, dtype))
+    if z is None:
+        if len(_ZEROS) >= 64:      # many batch sizes (packed sequences, last batches): stay bounded
+            _ZEROS.clear()
+        z = _ZEROS[(shape, dtype)] = np.zeros(shape, dtype)
+        z.flags.writeable = False
+    return z
 
-    weights: per direction W_ih, W_hh and (with bias) b_ih, b_hh, flat in torch's order."""
+
+# --- threads: fastlstm's kernels next to torch's OpenMP team ---------------------------------
+#
+# The rule: a call's kernels run with min(torch.get_num_threads(), fastlstm.get_num_threads())
+# threads, so torch.set_num_threads(1) makes the drop-in single-threaded too.
+#
+# The fight, measured on the 2-core VM: after every parallel torch op, torch's OpenMP (libgomp)
+# workers spin ~5-7 ms (GOMP_SPINCOUNT's default) on the cores fastlstm's team needs, and a team
+# member that shares its core with a spinner stalls every step's barrier: the drop-in's LSTM
+# forward + backward at 2 threads took 1.9-2.1x the same kernels called back to back at
+# seq2seq's shapes (1.08-1.13x at 1 thread). pause_torch_openmp = True pauses those workers
+# (omp_pause_resource_all, OpenMP 5.0) before each multi-threaded kernel call. Off by default:
+# torch's next parallel op must start its workers again, which took ~8 ms on the loaded shared
+# machine (a new thread waits for a time slice; a spinning one already holds its core), so it
+# helped or hurt depending on load. The fix belongs in the kernels' thread pool (run the teams on
+# the OpenMP runtime torch uses, or yield sooner), not here.
+
+pause_torch_openmp = False      # True: pause torch's OpenMP workers before multi-threaded kernels
+_omp_pause = None               # omp_pause_resource_all of torch's OpenMP runtime; False: none
+_OMP_PAUSE_SOFT = 1             # omp_pause_soft: threads released, state (ICVs) kept
+
+
+def _torch_omp_pause():
+    """omp_pause_resource_all of the OpenMP runtime torch already loaded (Linux), or None."""
+    global _omp_pause
+    if _omp_pause is None:
+        _omp_pause = False
+        try:
+            if "parallel backend: OpenMP" in torch.__config__.parallel_info():
+                with open("/proc/self/maps") as f:
+                    paths = {line.split(None, 5)[5].strip() for line in f if line.count(" ") >= 5 and "/" in line}
+                torch_dir = os.path.dirname(torch.__file__)
+                omp = sorted((p for p in paths if re.match(r"lib[gi]?omp[-.\w]*\.so", os.path.basename(p))),
+                             key=lambda p: not p.startswith(torch_dir))      # torch's own first
+                for path in omp:                    # RTLD_NOLOAD: only a runtime already loaded
+                    fn = getattr(ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY), "omp_pause_resource_all", None)
+                    if fn is not None:
+                        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+                        _omp_pause = fn
+                        break
+        except (OSError, AttributeError, IndexError):
+            _omp_pause = False
+    return _omp_pause or None
+
+
+class _KernelThreads:
+    """with _KernelThreads(mod): the thread rule around a Function's kernel calls (restores
+    the backend's thread count after)."""
+
+    __slots__ = ("mod", "restore")
+
+    def __init__(self, mod):
+        self.mod, self.restore = mod, None
+
+    def __enter__(self):
+        n_torch, n_fast = torch.get_num_threads(), core.backends.get_num_threads()
+        n = min(n_torch, n_fast)
+        if n > 1 and pause_torch_openmp:
+            pause = _torch_omp_pause()
+            if pause is not None:
+                pause(_OMP_PAUSE_SOFT)
+        if n < n_fast and hasattr(self.mod, "set_num_threads"):
+            self.mod.set_num_threads(n)
+            self.restore = n_fast
+
+    def __exit__(self, *exc):
+        if self.restore is not None:
+            self.mod.set_num_threads(self.restore)
+            self.restore = None
+
+
+class _Stack:
+    """What one call runs: layers `layers` of the module, D directions, n = 4 (with bias) or 2
+    parameters per layer·direction, the fastlstm backend module `mod` (its raw kernels, DESIGN.md
+    §2: the module validated the call once, so no per-layer Python validation), lengths (B,)
+    int64 or None (padded packed sequences)."""
+
+    __slots__ = ("layers", "D", "n", "mod", "lengths")
+
+    def __init__(self, layers, D, n, mod, lengths):
+        self.layers, self.D, self.n, self.mod, self.lengths = layers, D, n, mod, lengths
+
+
+def _stack_forward(run: _Stack, x, h0, c0, w, training):
+    """Layers run.layers, D directions, time-major, on NumPy arrays.
+
+    x (T,B,I) C-contiguous; h0/c0 (L·D,B,H) or None for zeros; w the layers' parameters as
+    C-contiguous arrays in torch's order (per layer·direction W_ih, W_hh[, b_ih, b_hh]).
+    Returns y (T,B,D·H), h_n, c_n (L·D,B,H) and, when training, per layer its input and per
+    direction its workspace (what lstm_backward reads)."""
+    D, n, mod, lengths = run.D, run.n, run.mod, run.lengths
+    B = x.shape[1]
+    H = w[1].shape[1]
+    zeros = _zeros((B, H), x.dtype) if h0 is None or c0 is None else None
+    hs, cs, saved = [], [], []
+    for k in range(len(run.layers)):
+        ys, wss = [], []
+        for d in range(D):
+            j = k * D + d
+            W_ih, W_hh = w[j * n], w[j * n + 1]
+            b = w[j * n + 2] + w[j * n + 3] if n == 4 else _zeros((4 * H,), x.dtype)  # b = b_ih + b_hh
+            y, hT, cT, ws = mod.lstm_forward(x, W_ih, W_hh, b, zeros if h0 is None else h0[j],
+                                             zeros if c0 is None else c0[j], lengths, d == 1, training)
+            ys.append(y)
+            hs.append(hT)
+            cs.append(cT)
+            wss.append(ws)
+        if training:
+            saved.append((x, wss))
+        x = ys[0] if D == 1 else np.concatenate(ys, axis=2)
+    h_n = hs[0][None] if len(hs) == 1 else np.stack(hs)
+    c_n = cs[0][None] if len(cs) == 1 else np.stack(cs)
+    return x, h_n, c_n, saved
+
+
+def _stack_backward(run: _Stack, saved, w, dy, dh_n, dc_n):
+    """Gradients of _stack_forward(..., training=True): dy (T,B,D·H), dh_n, dc_n (L·D,B,H) as
+    C-contiguous arrays or None (zeros); saved and w as forward kept them.
+    Returns dx (T,B,I), dh0, dc0 (L·D,B,H) and the weights' gradients in torch's order."""
+    D, n, mod, lengths = run.D, run.n, run.mod, run.lengths
+    L = len(run.layers)
+    H = w[1].shape[1]
+    x0 = saved[0][0]
+    T, B = x0.shape[:2]
+    zeros = _zeros((B, H), x0.dtype)
+    dh0, dc0, dw = [None] * (L * D), [None] * (L * D), [None] * len(w)
+    for k in reversed(range(L)):
+        x, wss = saved[k]
+        dx = None
+        for d in range(D):
+            j = k * D + d
+            dy_d = _zeros((T, B, H), x0.dtype) if dy is None else \
+                dy if D == 1 else np.ascontiguousarray(dy[:, :, d * H:(d + 1) * H])
+            # undoes y[..., d·H:(d+1)·H], hT = h_n[j], cT = c_n[j] = lstm_forward(x, ..., reverse=d == 1)
+            dx_d, dW_ih, dW_hh, db, dh0[j], dc0[j] = mod.lstm_backward(
+                dy_d, zeros if dh_n is None else dh_n[j], zeros if dc_n is None else dc_n[j],
+                wss[d], x, w[j * n], w[j * n + 1], None, None, lengths, d == 1)
+            dx = dx_d if dx is None else dx + dx_d
+            dw[j * n:(j + 1) * n] = [dW_ih, dW_hh] + ([db, db.copy()] if n == 4 else [])  # b = b_ih + b_hh
+        dy = dx                            # the layer below's output gradient
+    dh0 = dh0[0][None] if L * D == 1 else np.stack(dh0)
+    dc0 = dc0[0][None] if L * D == 1 else np.stack(dc0)
+    return dy, dh0, dc0, dw
+
+
+class _LSTMStack(torch.autograd.Function):
+    """Layers run.layers (one, or all of them when no dropout runs between), both directions:
+    (x, h0, c0, *weights) -> (y, h_n, c_n), time-major. h0/c0 may be None (zeros)."""
 
     @staticmethod
-    def forward(ctx, meta, x, h0, c0, *weights):
-        lengths, backend, D, has_bias = meta
-        n = 4 if has_bias else 2
-        arrs = [_np(w) for w in weights]
-        per_dir = [tuple(arrs[d * n:(d + 1) * n]) + ((None, None) if not has_bias else ())
-                   for d in range(D)]
-        y, h_n, c_n, tapes = _layer_forward(_np(x), _np(h0), _np(c0), per_dir, lengths, backend, True)
-        ctx.tapes, ctx.D, ctx.has_bias = tapes, D, has_bias
-        ctx.backend_name = tapes[0].backend_name
-        # saved only so that torch's version counters catch an in-place change before backward
-        ctx.save_for_backward(x, h0, c0, *weights)
+    def forward(ctx, run, x, h0, c0, *weights):
+        w = [_np(t) for t in weights]
+        with _KernelThreads(run.mod):
+            y, h_n, c_n, saved = _stack_forward(run, _np(x), None if h0 is None else _np(h0),
+                                                None if c0 is None else _np(c0), w, True)
+        ctx.run, ctx.w, ctx.saved = run, w, saved
+        # the kernels read x and the weights again in backward, straight from these tensors' memory
+        # (no private copies): torch's version counters catch an in-place change before backward
+        ctx.save_for_backward(x, *weights)
         ctx.set_materialize_grads(False)
         return torch.from_numpy(y), torch.from_numpy(h_n), torch.from_numpy(c_n)
 
@@ -108,27 +261,16 @@ class _LSTMLayer(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dy, dh_n, dc_n):
         ctx.saved_tensors  # raises if an input was modified in place since forward
-        D, tapes = ctx.D, ctx.tapes
-        H = tapes[0].W_hh.shape[1]
-        dy = None if dy is None else _np(dy)
-        dh_n = None if dh_n is None else _np(dh_n)
-        dc_n = None if dc_n is None else _np(dc_n)
-        dx = None
-        dh0, dc0, dweights = [], [], []
-        for d in range(D):
-            # undoes y[..., d·H:(d+1)·H], hT = h_n[d], cT = c_n[d] = lstm_forward(x, ..., reverse=d == 1)
-            dx_d, dW_ih, dW_hh, db, dh0_d, dc0_d = core.lstm_backward(
-                None if dy is None else dy[:, :, d * H:(d + 1) * H],
-                None if dh_n is None else dh_n[d], None if dc_n is None else dc_n[d], tapes[d])
-            dx = dx_d if dx is None else dx + dx_d
-            dh0.append(dh0_d)
-            dc0.append(dc0_d)
-            dweights += [dW_ih, dW_hh] + ([db, db.copy()] if ctx.has_bias else [])  # b = b_ih + b_hh
-        need = ctx.needs_input_grad  # (meta, x, h0, c0, *weights)
+        run = ctx.run
+        with _KernelThreads(run.mod):
+            dx, dh0, dc0, dw = _stack_backward(run, ctx.saved, ctx.w, None if dy is None else _np(dy),
+                                               None if dh_n is None else _np(dh_n),
+                                               None if dc_n is None else _np(dc_n))
+        need = ctx.needs_input_grad  # (run, x, h0, c0, *weights)
         grads = [torch.from_numpy(dx) if need[1] else None,
-                 torch.from_numpy(np.stack(dh0)) if need[2] else None,
-                 torch.from_numpy(np.stack(dc0)) if need[3] else None]
-        grads += [torch.from_numpy(g) if need[4 + k] else None for k, g in enumerate(dweights)]
+                 torch.from_numpy(dh0) if need[2] else None,
+                 torch.from_numpy(dc0) if need[3] else None]
+        grads += [torch.from_numpy(g) if need[4 + k] else None for k, g in enumerate(dw)]
         return (None, *grads)
 
 
@@ -210,7 +352,7 @@ class LSTM(torch.nn.LSTM):
     def forward(self, input, hx=None):
         is_packed = isinstance(input, PackedSequence)
         # every parameter once, in torch's order: per layer·direction W_ih, W_hh[, b_ih, b_hh]
-        weights = [getattr(self, name) for name in self._flat_weights_names]
+        weights = self._flat_weights      # torch keeps it current (__setattr__, _apply)
         reason, warn = self._why_not(input.data if is_packed else input, hx, weights)
         if reason is not None:
             if warn:
@@ -250,36 +392,44 @@ class LSTM(torch.nn.LSTM):
                 self.check_input(x, None)                            # torch's error message
             if self.batch_first:
                 x = x.transpose(0, 1)                  # the kernels are time-major
-        B = x.shape[1]
-        if hx is None:
-            zeros = torch.zeros(L * D, B, H, dtype=x.dtype)
-            hx = (zeros, zeros)
-        h0, c0 = hx
-
-        grad = torch.is_grad_enabled() and (x.requires_grad or h0.requires_grad or c0.requires_grad
-                                            or any(w.requires_grad for w in weights))
+        if 0 in x.shape:
+            raise ValueError(f"LSTM: input has an empty dimension (time-major shape {tuple(x.shape)}); "
+                             "fastlstm needs T, B, I >= 1")
+        mod = core.backends.for_dtype(_NP_DTYPE[x.dtype], self.backend)
+        h0, c0 = (None, None) if hx is None else hx
+        grad = torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights)
+                                            or (hx is not None and (h0.requires_grad or c0.requires_grad)))
+        if _validate._env_check_finite():      # FASTLSTM_CHECK_FINITE, as fastlstm.core.lstm_forward
+            _validate.check_finite_inputs(True, _np(x), lengths_np, h0=None if h0 is None else _np(h0),
+                                          c0=None if c0 is None else _np(c0),
+                                          **{k: _np(w) for k, w in zip(self._flat_weights_names, weights)})
         n = len(weights) // (L * D)          # 4 with bias, 2 without
+        # one autograd node for the whole stack, or one per layer when dropout runs between layers
+        per_layer = self.dropout > 0 and self.training and L > 1
+        groups = [range(l, l + 1) for l in range(L)] if per_layer else [range(L)]
         hs, cs = [], []
-        inp = x.contiguous()
-        for l in range(L):
-            ws = weights[l * D * n:(l + 1) * D * n]
-            h0_l, c0_l = h0[l * D:(l + 1) * D], c0[l * D:(l + 1) * D]
+        inp = x
+        for layers in groups:
+            run = _Stack(layers, D, n, mod, lengths_np)
+            a, z = layers.start * D, layers.stop * D       # rows of h0/c0, runs of D·n weights
+            h0_l = None if h0 is None else h0[a:z]
+            c0_l = None if c0 is None else c0[a:z]
+            ws = weights[a * n:z * n]
             if grad:
-                y, h_l, c_l = _LSTMLayer.apply((lengths_np, self.backend, D, self.bias), inp, h0_l, c0_l, *ws)
-            else:   # inference: no autograd node, no tape
-                arrs = [_np(w) for w in ws]
-                per_dir = [tuple(arrs[d * n:(d + 1) * n]) + ((None, None) if not self.bias else ())
-                           for d in range(D)]
-                y, h_l, c_l, _ = _layer_forward(_np(inp), _np(h0_l), _np(c0_l), per_dir, lengths_np,
-                                                self.backend, False)
+                y, h_l, c_l = _LSTMStack.apply(run, inp, h0_l, c0_l, *ws)
+            else:   # inference: no autograd node, no workspaces
+                with _KernelThreads(mod):
+                    y, h_l, c_l, _ = _stack_forward(run, _np(inp), None if h0_l is None else _np(h0_l),
+                                                    None if c0_l is None else _np(c0_l), [_np(w) for w in ws],
+                                                    False)
                 y, h_l, c_l = torch.from_numpy(y), torch.from_numpy(h_l), torch.from_numpy(c_l)
             hs.append(h_l)
             cs.append(c_l)
-            if self.dropout > 0 and self.training and l < L - 1:
+            if per_layer and layers.start < L - 1:
                 y = torch.nn.functional.dropout(y, self.dropout, training=True)
             inp = y
-        self._set_last_backend(core.backends.for_dtype(_NP_DTYPE[x.dtype], self.backend).NAME)
-        h_n, c_n = (hs[0], cs[0]) if L == 1 else (torch.cat(hs), torch.cat(cs))
+        self._set_last_backend(mod.NAME)
+        h_n, c_n = (hs[0], cs[0]) if len(hs) == 1 else (torch.cat(hs), torch.cat(cs))
         if is_packed:
             out = pack_padded_sequence(inp, lengths, enforce_sorted=True).data
             return PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices), \
