@@ -179,6 +179,10 @@ extern std::atomic<long> g_fuse_rows;
 extern std::atomic<bool> g_last_fused;
 extern std::atomic<int> g_split;
 extern std::atomic<int> g_last_split;
+// how many step parts the last loop's (forward or backward) units split ran for a late owner
+// (StepTeam), and how many threads the loop's team had
+extern std::atomic<long> g_last_steals;
+extern std::atomic<int> g_last_team;
 
 // dispatch.cpp
 std::vector<const KernelTable*> compiled_tables();   // every ISA in this build, best first

@@ -414,16 +414,27 @@ static bool fuse_input(long rows, long I, long Hp) {
 // Ragged lengths keep the units split: rows end one by one, and a thread left with a few
 // short rows runs thin tiles while the other works (the bench's medium-var shape, 2 threads:
 // 39.0 ms with rows against 34.9 ms with units, in two full runs of the bench).
-// A units split meets a barrier every step: on a loaded machine each one can wait for the other
-// thread's next time slice. Measured at load 7 on the 2 cores (2 vs 1 thread, min of 15):
-// (50,8,32,100) forward 0.24 -> 4.3 ms, (50,1,256,256) 0.52 -> 5.0 ms; row splits stayed
-// within ±15% of one thread at (100,32,10,100), (30,64,8,200), (60,32,100,300) but lost 2.3× at
-// (24,32,1,50), whose whole forward is ~0.13 ms. So the automatic rule splits units only when a
-// step is big (kUnitsSplitFlops, ~20 µs of one core: the barrier is a few % even when a
-// time slice is missed now and then), rows only when each thread gets kRowsSplitFlops of the
-// call (~100 µs: a cold worker's wake-up, ~30-50 µs, is then paid back), else one thread.
-// A forced policy (g_split, tests and measurements) keeps the old floor: a step of 2.5e5 FLOPs.
-constexpr double kUnitsSplitFlops = 4e6;   // per step
+// A units split needs every part of step s done before step s+1. With a plain barrier, on a
+// loaded machine each step could wait for the other thread's next time slice (measured at load
+// 7 on the 2 cores, 2 vs 1 thread: (50,1,256,256) forward 0.52 -> 5.0 ms), so the split ran
+// only for steps of 4e6 FLOPs. Now the loops run their steps through a StepTeam
+// (thread_pool.h): a thread that is late has its part run by the others, and the team starts
+// without waiting for workers to wake (parallel_run's dynamic mode). A late thread then costs a
+// step at one-thread speed, so the split pays from small steps on. Measured on the 2-core EPYC,
+// forward, 2 threads forced units vs 1 thread (medians of 200 calls interleaved, shared
+// machine): (50,1,64,64) 1.02x, (50,1,100,100) 1.46x, (50,1,128,128) 1.59x, (50,1,200,200)
+// 1.46x, (20,1,300,300) 1.69x, (20,1,512,512) 1.71x, (50,8,50,50) 1.57x: per step a part of
+// ~5e4 FLOPs still gains (the sync costs ~0.2-0.5 µs). kUnitsStepFlops = 1e5 (a step of ~1 µs
+// on one core) takes those gains with a margin. A worker woken from sleep takes 60-250 µs on
+// this VM, and the caller's wake-up call and the cold caches are paid by the call: a split call
+// of 1e7 FLOPs (~50 µs per thread) bounds that cost; smaller loops stay on one thread.
+// Rows split only when each thread gets kRowsSplitFlops of the call (~100 µs: a cold worker's
+// wake-up, ~30-50 µs, is then paid back), else one thread; row splits stayed within ±15% of one
+// thread at load 7 at (100,32,10,100), (30,64,8,200), (60,32,100,300) but lost 2.3× at
+// (24,32,1,50), whose whole forward is ~0.13 ms.
+// A forced policy (g_split, tests and measurements) keeps a floor: a step of 2.5e5 FLOPs.
+constexpr double kUnitsStepFlops = 1e5;    // per step
+constexpr double kUnitsLoopFlops = 1e7;    // whole loop
 constexpr double kRowsSplitFlops = 2e7;    // per thread, whole loop
 struct LoopPlan {
   int threads;   // 1: serial
@@ -446,7 +457,7 @@ static LoopPlan plan_loop(int threads, const std::vector<int>& Bs, long B, long 
   } else if (threads > 1) {
     if (B >= 8L * threads && weight_bytes <= kCachedWeightBytes && !ragged && loop_flops / threads >= kRowsSplitFlops)
       plan = {threads, true};
-    else if (step_flops >= kUnitsSplitFlops && max_units > 1)
+    else if (step_flops >= kUnitsStepFlops && loop_flops >= kUnitsLoopFlops && max_units > 1)
       plan = {std::min(threads, max_units), false};
   }
   g_last_split.store(plan.threads <= 1 ? 0 : plan.by_rows ? 1 : 2, std::memory_order_relaxed);
@@ -635,49 +646,60 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
   }
 
   // Threads split the batch rows (independent for the whole sequence: no barrier at all) or
-  // the hidden units (a barrier per step: every unit needs all of h_{t-1}).
+  // the hidden units (every unit needs all of h_{t-1}: step s+1 waits for every part of step s).
   const LoopPlan plan = plan_loop(a.threads, o.Bs, B, Hp, 4.0 * ((fuse ? I : 0) + Hp) * G,  // weights per step
                                   2.0 * N * G * ((fuse ? I : 0) + H));
-  const int nth = plan.threads;
-  const bool by_rows = plan.by_rows;
-  parallel_run(nth, [&](int tid, Team& team) {  // the team may be smaller than nth (busy pool)
-    long u0 = 0, u1 = Hp, r0 = 0, r1 = B;
-    if (by_rows) row_range(o.len, N, team.size(), tid, &r0, &r1);
-    else split_range(Hp, team.size(), tid, 2 * W, &u0, &u1);
-    for (int s = 0; s < Teff; ++s) {
-      const long r1s = std::min<long>(r1, o.Bs[s]);  // rows are sorted longest first
-      if (r1s <= r0) break;
-      FwdStep st;
-      st.Hp = Hp; st.ldh = ldh; st.H = H; st.I = I; st.Whp = Whh_p;
-      st.x = fuse ? X + o.off[s] * I : nullptr;
-      st.Wip = Wih_p; st.bias = bias;
-      if (training) {
-        st.hprev = hbuf + o.off[s] * ldh;
-        st.hnext = hbuf + o.off[s + 1] * ldh;  // the next step's block: its Bs[s+1] rows
-        st.cout = Cn.get() + o.off[s] * Hp;
-        st.rows_next = s + 1 < Teff ? o.Bs[s + 1] : 0;
-      } else {
-        st.hprev = hbuf + (s & 1) * B * ldh;
-        st.hnext = hbuf + ((s + 1) & 1) * B * ldh;
-        st.cout = nullptr;
-        st.rows_next = B;
-      }
-      st.c = c;
-      st.zx = Zx ? Zx + o.off[s] * G : nullptr;
-      st.y = a.y;
-      st.src = o.src.data() + o.off[s];
-      // Panels in alternating directions: a thread's W_hh share a little larger than its L2
-      // (1 MB at H = 256 on Zen 4) would miss on every line if always streamed in one order;
-      // zig-zag, the lines used last are used first again ((100,1,256,256), A/B of two builds
-      // over 6 rounds: 1 thread −8%, 2 threads −3%).
-      const long p0 = u0 / W, np = u1 / W - p0;
-      for (long i = 0; i < np; ++i) {
-        const long p = (s & 1) ? p0 + np - 1 - i : p0 + i;
-        for_tiles<MR4>((int)(r1s - r0), [&]<int M>(int r) { fwd_tile<M>(st, p, r0 + r); });
-      }
-      if (!by_rows) team.barrier();
+  // step s for rows [r0, r1) and hidden units [u0, u1)
+  auto step = [&](int s, long r0, long r1, long u0, long u1) {
+    FwdStep st;
+    st.Hp = Hp; st.ldh = ldh; st.H = H; st.I = I; st.Whp = Whh_p;
+    st.x = fuse ? X + o.off[s] * I : nullptr;
+    st.Wip = Wih_p; st.bias = bias;
+    if (training) {
+      st.hprev = hbuf + o.off[s] * ldh;
+      st.hnext = hbuf + o.off[s + 1] * ldh;  // the next step's block: its Bs[s+1] rows
+      st.cout = Cn.get() + o.off[s] * Hp;
+      st.rows_next = s + 1 < Teff ? o.Bs[s + 1] : 0;
+    } else {
+      st.hprev = hbuf + (s & 1) * B * ldh;
+      st.hnext = hbuf + ((s + 1) & 1) * B * ldh;
+      st.cout = nullptr;
+      st.rows_next = B;
     }
-  });
+    st.c = c;
+    st.zx = Zx ? Zx + o.off[s] * G : nullptr;
+    st.y = a.y;
+    st.src = o.src.data() + o.off[s];
+    // Panels in alternating directions: a thread's W_hh share a little larger than its L2
+    // (1 MB at H = 256 on Zen 4) would miss on every line if always streamed in one order;
+    // zig-zag, the lines used last are used first again ((100,1,256,256), A/B of two builds
+    // over 6 rounds: 1 thread −8%, 2 threads −3%).
+    const long p0 = u0 / W, np = u1 / W - p0;
+    for (long i = 0; i < np; ++i) {
+      const long p = (s & 1) ? p0 + np - 1 - i : p0 + i;
+      for_tiles<MR4>((int)(r1 - r0), [&]<int M>(int r) { fwd_tile<M>(st, p, r0 + r); });
+    }
+  };
+  StepTeam units(plan.threads);
+  const int team_size = parallel_run(plan.threads, [&](int tid, Team& team) {  // the team may be smaller than planned (busy pool)
+    const int parts = team.size();
+    if (parts == 1) {
+      for (int s = 0; s < Teff; ++s) step(s, 0, o.Bs[s], 0, Hp);
+    } else if (plan.by_rows) {
+      long r0, r1;
+      row_range(o.len, N, parts, tid, &r0, &r1);
+      for (int s = 0; s < Teff && std::min<long>(r1, o.Bs[s]) > r0; ++s)  // rows are sorted longest first
+        step(s, r0, std::min<long>(r1, o.Bs[s]), 0, Hp);
+    } else {
+      units.run(tid, parts, Teff, [&](int s, int part) {
+        long u0, u1;
+        split_range(Hp, parts, part, 2 * W, &u0, &u1);
+        step(s, 0, o.Bs[s], u0, u1);
+      });
+    }
+  }, !plan.by_rows);  // a units split starts at once: the caller runs the parts of workers still waking
+  g_last_steals.store(units.steals(), std::memory_order_relaxed);
+  g_last_team.store(team_size, std::memory_order_relaxed);
 
   // final states: c is already per row; h_T is the output of each row's last real step
   for (int j = 0; j < B; ++j) {
@@ -819,9 +841,8 @@ static void pack_xh(const float* x, long I, const long* src, const float* hp, lo
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backward. Per step: the elementwise part, then dh_{t-1} = dz·W_hh. Threads split the rows
-// (no barrier) or the units: elementwise for this thread's units, a barrier, then this
-// thread's columns of dh_{t-1} over all rows of the step (plan_loop decides, as in forward).
+// Backward. Per step: the elementwise part (cell_backward), then dh_{t-1} = dz·W_hh; threads
+// split the rows or the units as plan_loop decides, as in forward.
 static void lstm_backward(const BackwardArgs& a) {
   const Workspace& ws = *a.ws;
   const int T = ws.T, B = ws.B, I = ws.I, H = ws.H, Hp = ws.Hp;
@@ -851,68 +872,86 @@ static void lstm_backward(const BackwardArgs& a) {
   }
 
   const LoopPlan plan = plan_loop(a.threads, ws.Bs, B, Hp, 4.0 * Gz * ldd, 2.0 * N * Gz * ldd);
-  const int nth = plan.threads;
-  const bool by_rows = plan.by_rows;
-  parallel_run(nth, [&](int tid, Team& team) {  // the team may be smaller than nth (busy pool)
-    long u0 = 0, u1 = Hp, r0 = 0, r1 = B;
-    if (by_rows) row_range(ws.len, N, team.size(), tid, &r0, &r1);
-    else split_range(Hp, team.size(), tid, 2 * W, &u0, &u1);
-    for (int s = Teff - 1; s >= 0; --s) {
-      const long j0 = r0, j1 = std::min<long>(r1, ws.Bs[s]);  // this thread's rows of the step
-      if (j1 <= j0) continue;
-      const long n0 = ws.off[s];
-      for (long j = j0; j < j1; ++j) {
-        const long n = n0 + j;
-        const float* dyr = a.dy + ws.src[n] * H;
-        const float* gr = ws.gates.get() + n * G;
-        const float* cr = ws.c.get() + n * Hp;
-        const float* cpr = s > 0 ? ws.c.get() + (ws.off[s - 1] + j) * Hp : ws.c0.get() + (long)j * Hp;
-        float* dzr = dZ + n * ldz;
-        for (long p = u0 / W; p < u1 / W; ++p) {
-          const long u = p * W;
-          const int ny = (int)std::max<long>(0, std::min<long>(W, H - u));
-          const float* g = gr + p * 4 * W;
-          const V z[4] = {load(g), load(g + W), load(g + 2 * W), load(g + 3 * W)};
-          V dhv = add(load(dh + (long)j * ldd + u), ny == W ? load(dyr + u) : load_n(dyr + u, ny));
-          V dcv = load(dc + (long)j * Hp + u);
-          V dz[4];
-          cell_backward(z, load(cr + u), load(cpr + u), dhv, dcv, dz);
-          store(dc + (long)j * Hp + u, dcv);
-          float* dzp = dzr + p * 4 * W;  // compact: the padded units' lanes are not stored
-          if (ny == W) FL_UNROLL for (int q = 0; q < 4; ++q) store(dzp + q * W, dz[q]);
-          else FL_UNROLL for (int q = 0; q < 4; ++q) store_n(dzp + q * ny, dz[q], ny);
-        }
+  // step s, elementwise part: dz and dc_{t-1} for rows [j0, j1) and units [u0, u1)
+  auto cell_part = [&](int s, long j0, long j1, long u0, long u1) {
+    const long n0 = ws.off[s];
+    for (long j = j0; j < j1; ++j) {
+      const long n = n0 + j;
+      const float* dyr = a.dy + ws.src[n] * H;
+      const float* gr = ws.gates.get() + n * G;
+      const float* cr = ws.c.get() + n * Hp;
+      const float* cpr = s > 0 ? ws.c.get() + (ws.off[s - 1] + j) * Hp : ws.c0.get() + (long)j * Hp;
+      float* dzr = dZ + n * ldz;
+      for (long p = u0 / W; p < u1 / W; ++p) {
+        const long u = p * W;
+        const int ny = (int)std::max<long>(0, std::min<long>(W, H - u));
+        const float* g = gr + p * 4 * W;
+        const V z[4] = {load(g), load(g + W), load(g + 2 * W), load(g + 3 * W)};
+        V dhv = add(load(dh + (long)j * ldd + u), ny == W ? load(dyr + u) : load_n(dyr + u, ny));
+        V dcv = load(dc + (long)j * Hp + u);
+        V dz[4];
+        cell_backward(z, load(cr + u), load(cpr + u), dhv, dcv, dz);
+        store(dc + (long)j * Hp + u, dcv);
+        float* dzp = dzr + p * 4 * W;  // compact: the padded units' lanes are not stored
+        if (ny == W) FL_UNROLL for (int q = 0; q < 4; ++q) store(dzp + q * W, dz[q]);
+        else FL_UNROLL for (int q = 0; q < 4; ++q) store_n(dzp + q * ny, dz[q], ny);
       }
-      if (!by_rows) team.barrier();  // a units split needs every unit's dz
-      // dh_{t-1}[rows, u0:u1] = dz · W_hh[:, u0:u1]   (z_t = ... + h_{t-1}·W_hhᵀ)
-      // K-blocked so a KCS × 2W slice of W_hh stays in L1 across all row tiles of the step
-      const float* dzs = dZ + n0 * ldz;
-      for (long kc0 = 0; kc0 < Gz; kc0 += KCS) {
-        const long kc = std::min<long>(KCS, Gz - kc0);
-        for (long jj = u0 / (2 * W); jj < (u1 + 2 * W - 1) / (2 * W); ++jj) {
-          const float* bp = Whh_b + jj * Gz * 2 * W + kc0 * 2 * W;
-          for_tiles<MR2>((int)(j1 - j0), [&]<int M>(int r) {
-            const long r0 = j0 + r;
-            {
-              V acc[M][2];
-              FL_UNROLL for (int i = 0; i < M; ++i) {
-                float* d = dh + (long)(r0 + i) * ldd + jj * 2 * W;
-                acc[i][0] = kc0 ? load(d) : zero();
-                acc[i][1] = kc0 ? load(d + W) : zero();
-              }
-              micro<M, 2>(kc, dzs + r0 * ldz + kc0, ldz, 1, bp, acc);
-              FL_UNROLL for (int i = 0; i < M; ++i) {
-                float* d = dh + (long)(r0 + i) * ldd + jj * 2 * W;
-                store(d, acc[i][0]);
-                store(d + W, acc[i][1]);
-              }
-            }
-          });
-        }
-      }
-      // no second barrier: the next step's elementwise part reads only this thread's columns
     }
-  });
+  };
+  // step s, recurrent part: dh_{t-1}[j0:j1, u0:u1] = dz · W_hh[:, u0:u1]   (z_t = ... + h_{t-1}·W_hhᵀ)
+  // K-blocked so a KCS × 2W slice of W_hh stays in L1 across all row tiles of the step
+  auto dh_part = [&](int s, long j0, long j1, long u0, long u1) {
+    const float* dzs = dZ + ws.off[s] * ldz;
+    for (long kc0 = 0; kc0 < Gz; kc0 += KCS) {
+      const long kc = std::min<long>(KCS, Gz - kc0);
+      for (long jj = u0 / (2 * W); jj < (u1 + 2 * W - 1) / (2 * W); ++jj) {
+        const float* bp = Whh_b + jj * Gz * 2 * W + kc0 * 2 * W;
+        for_tiles<MR2>((int)(j1 - j0), [&]<int M>(int r) {
+          const long r0 = j0 + r;
+          V acc[M][2];
+          FL_UNROLL for (int i = 0; i < M; ++i) {
+            float* d = dh + (long)(r0 + i) * ldd + jj * 2 * W;
+            acc[i][0] = kc0 ? load(d) : zero();
+            acc[i][1] = kc0 ? load(d + W) : zero();
+          }
+          micro<M, 2>(kc, dzs + r0 * ldz + kc0, ldz, 1, bp, acc);
+          FL_UNROLL for (int i = 0; i < M; ++i) {
+            float* d = dh + (long)(r0 + i) * ldd + jj * 2 * W;
+            store(d, acc[i][0]);
+            store(d + W, acc[i][1]);
+          }
+        });
+      }
+    }
+  };
+  // Threads split the rows (no sync) or the units: sub-step 2k is the elementwise part of step
+  // Teff-1-k for this part's units, 2k+1 its columns of dh_{t-1} over all rows of the step (it
+  // needs every unit's dz). The next step's elementwise part reads only this part's columns of
+  // dh, but a StepTeam orders whole sub-steps: one more sync per step (~0.2-0.5 µs).
+  StepTeam units(plan.threads);
+  const int team_size = parallel_run(plan.threads, [&](int tid, Team& team) {  // the team may be smaller than planned
+    const int parts = team.size();
+    if (parts == 1 || plan.by_rows) {
+      long r0 = 0, r1 = B;
+      if (parts > 1) row_range(ws.len, N, parts, tid, &r0, &r1);
+      for (int s = Teff - 1; s >= 0; --s) {
+        const long j1 = std::min<long>(r1, ws.Bs[s]);  // this thread's rows of the step
+        if (j1 <= r0) continue;
+        cell_part(s, r0, j1, 0, Hp);
+        dh_part(s, r0, j1, 0, Hp);
+      }
+    } else {
+      units.run(tid, parts, 2 * Teff, [&](int k, int part) {
+        const int s = Teff - 1 - k / 2;
+        long u0, u1;
+        split_range(Hp, parts, part, 2 * W, &u0, &u1);
+        if (k % 2 == 0) cell_part(s, 0, ws.Bs[s], u0, u1);
+        else dh_part(s, 0, ws.Bs[s], u0, u1);
+      });
+    }
+  }, !plan.by_rows);  // a units split starts at once: the caller runs the parts of workers still waking
+  g_last_steals.store(units.steals(), std::memory_order_relaxed);
+  g_last_team.store(team_size, std::memory_order_relaxed);
   for (int j = 0; j < B; ++j) {
     std::memcpy(a.dh0 + (long)ws.perm[j] * H, dh + (long)j * ldd, sizeof(float) * H);
     std::memcpy(a.dc0 + (long)ws.perm[j] * H, dc + (long)j * Hp, sizeof(float) * H);

@@ -15,11 +15,6 @@ namespace fastlstm {
 
 namespace {
 
-// Spin this many pauses (~20-40 µs; PAUSE is ~40-140 cycles) before yielding the core: a step's
-// barrier normally completes in a few µs, but when another process holds the core, spinning
-// longer only burns the time slice the late thread needs.
-constexpr int kSpins = 2000;
-
 // How long a call waits for its workers to join before running with those that came. A worker
 // that spins after its last job joins in ~1 µs; a sleeping one needs its core woken, which on a
 // VM whose idle vCPU the hypervisor halted takes 60-250 µs (measured on the 2-core EPYC VM:
@@ -28,14 +23,6 @@ constexpr int kSpins = 2000;
 // would leave the caller waiting for that share (2 threads 2-18x slower than one at load 7), so
 // the wait stays bounded.
 constexpr auto kJoinWait = std::chrono::microseconds(300);
-
-inline void cpu_relax() {
-#if defined(__SSE2__)
-  _mm_pause();
-#else
-  std::this_thread::yield();
-#endif
-}
 
 class Pool {
  public:
@@ -182,6 +169,8 @@ void Team::barrier() {
     if (spins < kSpins) cpu_relax(); else std::this_thread::yield();  // oversubscribed: let others run
   }
 }
+
+std::atomic<int> StepTeam::test_delay_us{0};
 
 int parallel_run(int n, const TeamFn& fn, bool dynamic) { return pool().run(n, fn, dynamic); }
 

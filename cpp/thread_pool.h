@@ -9,8 +9,15 @@
 // and restores its previous MXCSR afterwards.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <functional>
+#include <memory>
+#include <thread>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 namespace fastlstm {
 
@@ -46,6 +53,37 @@ inline void split_range(long total, int parts, int i, long align, long* begin, l
   *end = e * align < total ? e * align : total;
 }
 
+// The steps of a loop split over `parts` parts (the hidden units of a recurrent loop), without
+// a blocking barrier: part r of step s runs exactly once, after every part of step s-1, preferably
+// on participant r (its weights stay in that core's cache). A participant that has done its own
+// part and finds another part of the step not yet started after `patience` (its own part's time
+// plus kStealPatience) runs it itself, and again at once on the next step while that owner
+// stays away. So a participant the OS deschedules for a time slice (ms, on a loaded machine)
+// costs the others a step of one-thread speed, not the time slice a barrier would wait for
+// (a units split with a barrier ran 10x slower than one thread at load 7). The returning owner
+// skips the steps already done and takes its part back.
+// Per step: one CAS and one release store per part, one acquire load per part (the barrier's
+// cost, ~0.1-0.5 µs between two cores).
+class StepTeam {
+ public:
+  explicit StepTeam(int max_parts) : parts_(new Part[std::max(max_parts, 1)]) {}
+  // Participant `tid` of `parts` (= the team's size) runs fn(s, r) for its share of s = 0..steps-1.
+  template <class F>
+  void run(int tid, int parts, int steps, F&& fn);
+  long steals() const { return steals_.load(std::memory_order_relaxed); }
+  // tests: the participant of the last part sleeps this many µs before step 1, so the others
+  // must steal its part (set with _core._set_steal_test_delay)
+  static std::atomic<int> test_delay_us;
+
+ private:
+  struct alignas(64) Part {
+    std::atomic<int> claimed{-1};  // the last step whose part r someone started
+    std::atomic<int> done{-1};     // the last step whose part r is finished
+  };
+  std::unique_ptr<Part[]> parts_;
+  std::atomic<long> steals_{0};
+};
+
 // Denormal guard for one scope (sets FTZ/DAZ, restores the caller's MXCSR).
 class DenormalGuard {
  public:
@@ -57,5 +95,63 @@ class DenormalGuard {
 };
 
 int hardware_threads();
+
+// Spin this many pauses (~20-40 µs; PAUSE is ~40-140 cycles) before yielding the core: a step's
+// barrier normally completes in a few µs, but when another process holds the core, spinning
+// longer only burns the time slice the late thread needs.
+constexpr int kSpins = 2000;
+
+inline void cpu_relax() {
+#if defined(__SSE2__)
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+// How long a participant waits for a part's owner to start it before running it itself, on
+// top of the time its own part took (the owner normally starts at about the same moment):
+// a few times the ~1 µs it takes one core to see another's store, far below a time slice.
+constexpr auto kStealPatience = std::chrono::microseconds(3);
+
+template <class F>
+void StepTeam::run(int tid, int parts, int steps, F&& fn) {
+  using clock = std::chrono::steady_clock;
+  unsigned long stole_last = 0;  // parts (< 64) this participant ran for their owner last step
+  auto claim = [&](int r, int s) {
+    int expect = s - 1;
+    return parts_[r].claimed.compare_exchange_strong(expect, s, std::memory_order_acq_rel);
+  };
+  auto finish = [&](int r, int s) { parts_[r].done.store(s, std::memory_order_release); };
+  for (int s = 0; s < steps; ++s) {  // here every part of step s-1 is done
+    if (s == 1 && parts > 1 && tid == parts - 1 && test_delay_us.load(std::memory_order_relaxed) > 0)
+      std::this_thread::sleep_for(std::chrono::microseconds(test_delay_us.load()));
+    const auto t0 = clock::now();
+    if (claim(tid, s)) {  // fails when another participant already ran it
+      fn(s, tid);
+      finish(tid, s);
+    }
+    const auto patience = (clock::now() - t0) + kStealPatience;
+    unsigned long stole = 0;
+    for (int k = 1; k <= parts; ++k) {
+      const int r = (tid + k) % parts;  // the others, then (k = parts) this one's own
+      if (parts_[r].done.load(std::memory_order_acquire) >= s) continue;
+      const bool eager = r < 64 && (stole_last >> r & 1);  // its owner is away: no patience
+      const auto t1 = clock::now();
+      for (int spins = 0; parts_[r].done.load(std::memory_order_acquire) < s; ++spins) {
+        if (r != tid && parts_[r].claimed.load(std::memory_order_relaxed) < s &&
+            (eager || clock::now() - t1 >= patience) && claim(r, s)) {
+          fn(s, r);
+          finish(r, s);
+          steals_.fetch_add(1, std::memory_order_relaxed);
+          if (r < 64) stole |= 1ul << r;
+          break;
+        }
+        if (spins < kSpins) cpu_relax(); else std::this_thread::yield();  // oversubscribed: let others run
+      }
+    }
+    stole_last = stole;
+  }
+}
 
 }  // namespace fastlstm
