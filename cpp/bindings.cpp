@@ -391,8 +391,8 @@ PYBIND11_MODULE(_core, m) {
     const char* names[] = {"serial", "rows", "units"};
     return std::string(names[g_last_split.load()]);
   }, "how the last recurrent loop split over threads: serial, rows or units");
-  m.def("_last_steals", [] { return std::make_pair(g_last_steals.load(), g_last_team.load()); },
-        "(step parts the last recurrent loop's units split ran for a late thread, threads the loop ran on)");
+  m.def("_last_steals", [] { return g_last_steals.load(); },
+        "how many parts the last recurrent loop split over threads ran for a late thread");
   m.def("_set_steal_test_delay", [](int us) { return StepTeam::test_delay_us.exchange(us); }, py::arg("us"),
         "tests: the last thread of a units split sleeps us µs before step 1 (0: off); returns the previous");
   m.def("_last_fused", [] { return g_last_fused.load(); }, "whether the last forward fused the input projection");

@@ -439,9 +439,10 @@ static bool fuse_input(long rows, long I, long Hp) {
 // this VM, and the caller's wake-up call and the cold caches are paid by the call: a split call
 // of 1e7 FLOPs (~50 µs per thread) bounds that cost; smaller loops stay on one thread.
 // Rows split only when each thread gets kRowsSplitFlops of the call (~100 µs: a cold worker's
-// wake-up, ~30-50 µs, is then paid back), else one thread; row splits stayed within ±15% of one
-// thread at load 7 at (100,32,10,100), (30,64,8,200), (60,32,100,300) but lost 2.3× at
-// (24,32,1,50), whose whole forward is ~0.13 ms.
+// wake-up, ~30-50 µs, is then paid back), else one thread; row splits (then with a team that
+// waited for its workers to join) stayed within ±15% of one thread at load 7 at (100,32,10,100),
+// (30,64,8,200), (60,32,100,300) but lost 2.3× at (24,32,1,50), whose whole forward is ~0.13 ms.
+// A rows split now runs as one StepTeam step too, so a late thread's rows are taken over.
 // A forced policy (g_split, tests and measurements) keeps a floor: a step of 2.5e5 FLOPs.
 constexpr double kUnitsStepFlops = 1e5;    // per step
 constexpr double kUnitsLoopFlops = 1e7;    // whole loop
@@ -690,26 +691,30 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
       for_tiles<MR4>((int)(r1 - r0), [&]<int M>(int r) { fwd_tile<M>(st, p, r0 + r); });
     }
   };
-  StepTeam units(plan.threads);
-  const int team_size = parallel_run(plan.threads, [&](int tid, Team& team) {  // the team may be smaller than planned (busy pool)
-    const int parts = team.size();
+  // Both splits run through a StepTeam: a units split step by step, a rows split as one step
+  // of the whole sequence per block of rows; a late thread's part is run by the others. The
+  // team starts at once (parallel_run's dynamic mode), workers join as they wake.
+  StepTeam team(plan.threads);
+  parallel_run(plan.threads, [&](int tid, Team& t) {
+    const int parts = t.size();
     if (parts == 1) {
       for (int s = 0; s < Teff; ++s) step(s, 0, o.Bs[s], 0, Hp);
     } else if (plan.by_rows) {
-      long r0, r1;
-      row_range(o.len, N, parts, tid, &r0, &r1);
-      for (int s = 0; s < Teff && std::min<long>(r1, o.Bs[s]) > r0; ++s)  // rows are sorted longest first
-        step(s, r0, std::min<long>(r1, o.Bs[s]), 0, Hp);
+      team.run(tid, parts, 1, [&](int, int part) {
+        long r0, r1;
+        row_range(o.len, N, parts, part, &r0, &r1);
+        for (int s = 0; s < Teff && std::min<long>(r1, o.Bs[s]) > r0; ++s)  // rows are sorted longest first
+          step(s, r0, std::min<long>(r1, o.Bs[s]), 0, Hp);
+      });
     } else {
-      units.run(tid, parts, Teff, [&](int s, int part) {
+      team.run(tid, parts, Teff, [&](int s, int part) {
         long u0, u1;
         split_range(Hp, parts, part, 2 * W, &u0, &u1);
         step(s, 0, o.Bs[s], u0, u1);
       });
     }
-  }, !plan.by_rows);  // a units split starts at once: the caller runs the parts of workers still waking
-  g_last_steals.store(units.steals(), std::memory_order_relaxed);
-  g_last_team.store(team_size, std::memory_order_relaxed);
+  }, true);
+  g_last_steals.store(team.steals(), std::memory_order_relaxed);
 
   // final states: c is already per row; h_T is the output of each row's last real step
   for (int j = 0; j < B; ++j) {
@@ -941,20 +946,27 @@ static void lstm_backward(const BackwardArgs& a) {
   // Teff-1-k for this part's units, 2k+1 its columns of dh_{t-1} over all rows of the step (it
   // needs every unit's dz). The next step's elementwise part reads only this part's columns of
   // dh, but a StepTeam orders whole sub-steps: one more sync per step (~0.2-0.5 µs).
-  StepTeam units(plan.threads);
-  const int team_size = parallel_run(plan.threads, [&](int tid, Team& team) {  // the team may be smaller than planned
-    const int parts = team.size();
-    if (parts == 1 || plan.by_rows) {
-      long r0 = 0, r1 = B;
-      if (parts > 1) row_range(ws.len, N, parts, tid, &r0, &r1);
+  StepTeam team(plan.threads);
+  parallel_run(plan.threads, [&](int tid, Team& t) {
+    const int parts = t.size();
+    auto rows_part = [&](long r0, long r1) {
       for (int s = Teff - 1; s >= 0; --s) {
-        const long j1 = std::min<long>(r1, ws.Bs[s]);  // this thread's rows of the step
+        const long j1 = std::min<long>(r1, ws.Bs[s]);  // this part's rows of the step
         if (j1 <= r0) continue;
         cell_part(s, r0, j1, 0, Hp);
         dh_part(s, r0, j1, 0, Hp);
       }
+    };
+    if (parts == 1) {
+      rows_part(0, B);
+    } else if (plan.by_rows) {
+      team.run(tid, parts, 1, [&](int, int part) {
+        long r0, r1;
+        row_range(ws.len, N, parts, part, &r0, &r1);
+        rows_part(r0, r1);
+      });
     } else {
-      units.run(tid, parts, 2 * Teff, [&](int k, int part) {
+      team.run(tid, parts, 2 * Teff, [&](int k, int part) {
         const int s = Teff - 1 - k / 2;
         long u0, u1;
         split_range(Hp, parts, part, 2 * W, &u0, &u1);
@@ -962,9 +974,8 @@ static void lstm_backward(const BackwardArgs& a) {
         else dh_part(s, 0, ws.Bs[s], u0, u1);
       });
     }
-  }, !plan.by_rows);  // a units split starts at once: the caller runs the parts of workers still waking
-  g_last_steals.store(units.steals(), std::memory_order_relaxed);
-  g_last_team.store(team_size, std::memory_order_relaxed);
+  }, true);  // as in forward: a StepTeam, started at once
+  g_last_steals.store(team.steals(), std::memory_order_relaxed);
   for (int j = 0; j < B; ++j) {
     std::memcpy(a.dh0 + (long)ws.perm[j] * H, dh + (long)j * ldd, sizeof(float) * H);
     std::memcpy(a.dc0 + (long)ws.perm[j] * H, dc + (long)j * Hp, sizeof(float) * H);

@@ -157,19 +157,6 @@ Pool& pool() {
 
 }  // namespace
 
-void Team::barrier() {
-  if (n_ <= 1) return;
-  int gen = generation_.load(std::memory_order_acquire);
-  if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
-    count_.store(0, std::memory_order_relaxed);
-    generation_.store(gen + 1, std::memory_order_release);
-    return;
-  }
-  for (int spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
-    if (spins < kSpins) cpu_relax(); else std::this_thread::yield();  // oversubscribed: let others run
-  }
-}
-
 std::atomic<int> StepTeam::test_delay_us{0};
 
 int parallel_run(int n, const TeamFn& fn, bool dynamic) { return pool().run(n, fn, dynamic); }

@@ -1,7 +1,7 @@
 // thread_pool.h: one persistent team of worker threads for the whole process.
 //
-// A kernel call runs fn(tid, team) on `n` participants (the caller is tid 0) and the
-// participants synchronise per time step with team.barrier(), a spinning barrier: the team
+// A kernel call runs fn(tid, team) on `n` participants (the caller is tid 0); a recurrent loop
+// orders its steps with a StepTeam (below), spinning, not sleeping, between steps: the team
 // lives for the whole sequence, no thread is spawned per step (DESIGN.md §4). Only one call
 // uses the team at a time; a concurrent caller (another Python thread) runs single-threaded
 // instead of waiting, so concurrent use is safe and never deadlocks.
@@ -25,12 +25,9 @@ class Team {
  public:
   explicit Team(int n) : n_(n) {}
   int size() const { return n_; }
-  void barrier();
 
  private:
   int n_;
-  alignas(64) std::atomic<int> count_{0};
-  alignas(64) std::atomic<int> generation_{0};
 };
 
 using TeamFn = std::function<void(int tid, Team& team)>;
@@ -38,7 +35,7 @@ using TeamFn = std::function<void(int tid, Team& team)>;
 // Run fn on min(n, available) participants; returns how many ran. The team is the workers
 // that join within a short wait (thread_pool.cpp's kJoinWait), so fn must split its work by
 // team.size(), never by n.
-// dynamic: fn claims its work from a shared counter (no split by tid, no barrier): the caller
+// dynamic: fn claims its work from shared counters (a work queue, or a StepTeam): the caller
 // starts at once with team.size() == n, workers join as they come, and the caller waits only
 // for those that joined.
 int parallel_run(int n, const TeamFn& fn, bool dynamic = false);
@@ -71,8 +68,8 @@ class StepTeam {
   template <class F>
   void run(int tid, int parts, int steps, F&& fn);
   long steals() const { return steals_.load(std::memory_order_relaxed); }
-  // tests: the participant of the last part sleeps this many µs before step 1, so the others
-  // must steal its part (set with _core._set_steal_test_delay)
+  // tests: the participant of the last part sleeps this many µs before step 1 (step 0 of a
+  // one-step run), so the others must run its part (set with _core._set_steal_test_delay)
   static std::atomic<int> test_delay_us;
 
  private:
@@ -124,7 +121,7 @@ void StepTeam::run(int tid, int parts, int steps, F&& fn) {
   };
   auto finish = [&](int r, int s) { parts_[r].done.store(s, std::memory_order_release); };
   for (int s = 0; s < steps; ++s) {  // here every part of step s-1 is done
-    if (s == 1 && parts > 1 && tid == parts - 1 && test_delay_us.load(std::memory_order_relaxed) > 0)
+    if (s == (steps > 1) && parts > 1 && tid == parts - 1 && test_delay_us.load(std::memory_order_relaxed) > 0)
       std::this_thread::sleep_for(std::chrono::microseconds(test_delay_us.load()));
     const auto t0 = clock::now();
     if (claim(tid, s)) {  // fails when another participant already ran it

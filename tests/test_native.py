@@ -391,11 +391,13 @@ def test_automatic_thread_split_rule(T, B, I, H, expect, native, core, rng):
 
 
 @pytest.mark.parametrize("isa", NATIVE_ISAS)
+@pytest.mark.parametrize("split", ["rows", "units"])
 @pytest.mark.parametrize("T,B,I,H,lens,rev", [
     (6, 1, 3, 257, False, False), (5, 3, 17, 150, True, True), (7, 5, 1, 130, True, False), (2, 1, 40, 300, False, True)])
-def test_units_split_runs_a_late_threads_parts(isa, T, B, I, H, lens, rev, native, core, rng):
-    """The units split's StepTeam: the last thread sleeps before step 1 (forward) or sub-step 1
-    (backward), the caller runs its parts instead; the result is the reference's on every ISA."""
+def test_split_runs_a_late_threads_parts(isa, split, T, B, I, H, lens, rev, native, core, rng):
+    """The loops' StepTeam: the last thread sleeps before step 1 (units split; sub-step 1 in
+    backward) or before its block of rows (rows split), the caller runs its parts instead; the
+    result is the reference's on every ISA. One row cannot be split by rows: units then."""
     if isa not in core.supported_isas():
         pytest.skip(f"this CPU cannot run the {isa} path")
     args = random_problem(rng, T, B, I, H, dtype=np.float32, scale=0.3)
@@ -405,7 +407,8 @@ def test_units_split_runs_a_late_threads_parts(isa, T, B, I, H, lens, rev, nativ
     dy = rng.standard_normal((T, B, H)).astype(np.float32)
     gr = ref.lstm_backward(dy.astype(np.float64), np.zeros_like(hr), np.zeros_like(cr), ws, a64[0], a64[1], a64[2],
                            a64[4], a64[5], lengths, rev)
-    old_split, old_threads = core._set_split("units"), fastlstm.get_num_threads()
+    expect = split if B >= 2 else "units"
+    old_split, old_threads = core._set_split(split), fastlstm.get_num_threads()
     old_delay = core._set_steal_test_delay(3000)
     stolen = {"forward": 0, "backward": 0}
     try:
@@ -413,11 +416,11 @@ def test_units_split_runs_a_late_threads_parts(isa, T, B, I, H, lens, rev, nativ
         for _ in range(3):  # a stall of the caller itself could let the sleeper come back in time
             with native.use_isa(isa):
                 y, hT, cT, tape = fastlstm.lstm_forward(*args, lengths, reverse=rev, training=True, backend="native")
-                assert core._last_split() == "units"
-                stolen["forward"] += core._last_steals()[0]
+                assert core._last_split() == expect
+                stolen["forward"] += core._last_steals()
                 grads = fastlstm.lstm_backward(dy, None, None, tape)
-                assert core._last_split() == "units"
-                stolen["backward"] += core._last_steals()[0]
+                assert core._last_split() == expect
+                stolen["backward"] += core._last_steals()
             for got, want in ((y, yr), (hT, hr), (cT, cr)):
                 assert np.all(np.abs(got - want) <= 2e-5 + 1e-5 * np.abs(want))
             for g, w in zip(grads, gr):
