@@ -607,6 +607,107 @@ static void pack_weights(const float* W_ih, const float* W_hh, const float* b, i
   P.Wih = Wih; P.Whh = Whh; P.bias = bias;
 }
 
+// Runs a recurrent loop as `plan` says, over a StepTeam (thread_pool.h): rows(r0, r1) runs
+// every step for the batch rows [r0, r1) (one thread, or one block of rows per part: a single
+// StepTeam step, no sync between steps); units(k, u0, u1) runs sub-step k = 0..substeps-1 for
+// the hidden units [u0, u1) (every part of sub-step k before any of k+1). A late thread's part
+// is run by the others; the team starts at once (dynamic join), workers join as they wake.
+template <class Rows, class Units>
+static void run_loop(const LoopPlan& plan, const std::vector<int>& len, long N, long Hp, int substeps, Rows&& rows,
+                     Units&& units) {
+  StepTeam team(plan.threads);
+  parallel_run(plan.threads, [&](int tid, Team& t) {
+    const int parts = t.size();
+    if (parts == 1) {
+      rows(0L, (long)len.size());
+    } else if (plan.by_rows) {
+      team.run(tid, parts, 1, [&](int, int part) {
+        long r0, r1;
+        row_range(len, N, parts, part, &r0, &r1);
+        rows(r0, r1);
+      });
+    } else {
+      team.run(tid, parts, substeps, [&](int k, int part) {
+        long u0, u1;
+        split_range(Hp, parts, part, 2 * W, &u0, &u1);
+        units(k, u0, u1);
+      });
+    }
+  }, true);
+  g_last_steals.store(team.steals(), std::memory_order_relaxed);
+}
+
+// The forward loop's buffers (internal row order, see Order).
+struct FwdLoop {
+  const Order* o;
+  long B, H, I, Hp, ldh;
+  const Packed* P;
+  const float* X;  // (N, I) compact x when the input projection is fused, else null
+  float* Zx;       // (N, 4Hp) Zx, then the activated gates when training; null when fused and not training
+  float* c;        // (B, Hp) c, updated in place
+  float* hbuf;     // training: (N + B, ldh) every h_{t-1}; else (2B, ldh), two alternating blocks
+  float* Cn;       // training: (N, Hp) c_t of every real step; else null
+  float* y;        // (T·B, H)
+};
+
+// Step s for rows [r0, r1) and hidden units [u0, u1): one fused tile per panel and rows tile.
+static void fwd_step(const FwdLoop& L, int s, long r0, long r1, long u0, long u1) {
+  const Order& o = *L.o;
+  const long G = 4 * L.Hp;
+  const int Teff = (int)o.Bs.size();
+  FwdStep st;
+  st.Hp = L.Hp; st.ldh = L.ldh; st.H = L.H; st.I = L.I; st.Whp = L.P->Whh;
+  st.x = L.X ? L.X + o.off[s] * L.I : nullptr;
+  st.Wip = L.P->Wih; st.bias = L.P->bias;
+  if (L.Cn) {  // training
+    st.hprev = L.hbuf + o.off[s] * L.ldh;
+    st.hnext = L.hbuf + o.off[s + 1] * L.ldh;  // the next step's block: its Bs[s+1] rows
+    st.cout = L.Cn + o.off[s] * L.Hp;
+    st.rows_next = s + 1 < Teff ? o.Bs[s + 1] : 0;
+  } else {
+    st.hprev = L.hbuf + (s & 1) * L.B * L.ldh;
+    st.hnext = L.hbuf + ((s + 1) & 1) * L.B * L.ldh;
+    st.cout = nullptr;
+    st.rows_next = L.B;
+  }
+  st.c = L.c;
+  st.zx = L.Zx ? L.Zx + o.off[s] * G : nullptr;
+  st.y = L.y;
+  st.src = o.src.data() + o.off[s];
+  // Panels in alternating directions: a thread's W_hh share a little larger than its L2
+  // (1 MB at H = 256 on Zen 4) would miss on every line if always streamed in one order;
+  // zig-zag, the lines used last are used first again ((100,1,256,256), A/B of two builds
+  // over 6 rounds: 1 thread −8%, 2 threads −3%).
+  const long p0 = u0 / W, np = u1 / W - p0;
+  for (long i = 0; i < np; ++i) {
+    const long p = (s & 1) ? p0 + np - 1 - i : p0 + i;
+    for_tiles<MR4>((int)(r1 - r0), [&]<int M>(int r) { fwd_tile<M>(st, p, r0 + r); });
+  }
+}
+
+// c and h_{-1} (the first B rows of hbuf) from c0, h0 in internal row order, padded to Hp.
+static void load_state(const ForwardArgs& a, const Order& o, long Hp, long ldh, float* c, float* hbuf) {
+  const long B = a.B, H = a.H;
+  std::memset(c, 0, sizeof(float) * B * Hp);
+  std::memset(hbuf, 0, sizeof(float) * B * ldh);  // later rows are written before they are read
+  for (long j = 0; j < B; ++j) {
+    std::memcpy(c + j * Hp, a.c0 + (long)o.perm[j] * H, sizeof(float) * H);
+    std::memcpy(hbuf + j * ldh, a.h0 + (long)o.perm[j] * H, sizeof(float) * H);
+  }
+}
+
+// hT, cT: c is already per row; h_T is the output of each row's last real step (h0 if none).
+static void store_final_state(const ForwardArgs& a, const Order& o, long Hp, const float* c) {
+  const long H = a.H;
+  for (int j = 0; j < a.B; ++j) {
+    const int b = o.perm[j];
+    std::memcpy(a.cT + (long)b * H, c + (long)j * Hp, sizeof(float) * H);
+    const float* h = a.h0 + (long)b * H;
+    if (o.len[j] > 0) h = a.y + o.src[o.off[o.len[j] - 1] + j] * H;
+    std::memcpy(a.hT + (long)b * H, h, sizeof(float) * H);
+  }
+}
+
 static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
   const int T = a.T, B = a.B, I = a.I, H = a.H, Hp = P.Hp;
   const long G = 4L * Hp;
@@ -615,9 +716,6 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
   const int Teff = (int)o.Bs.size();
   const long N = o.nact();
   if (!o.identity) std::memset(a.y, 0, sizeof(float) * (size_t)T * B * H);  // padding outputs are 0
-  const float* Wih_p = P.Wih;
-  const float* Whh_p = P.Whh;
-  const float* bias = P.bias;
 
   // Zx = X·W_ihᵀ + b for every real step at once (compact rows). When training it becomes the
   // workspace's gate buffer, so it is owned; otherwise scratch.
@@ -635,104 +733,38 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
     X = Xc;
   }
   g_last_fused.store(fuse, std::memory_order_relaxed);
-  if (!fuse) Gemm4::run(N, G, I, X, I, 1, Wih_p, Zx, G, bias, false, a.threads);
+  if (!fuse) Gemm4::run(N, G, I, X, I, 1, P.Wih, Zx, G, P.bias, false, a.threads);
 
-  // state in internal row order, padded to Hp
-  float* c = scratch(S_C, (size_t)B * Hp);
   // h rows are padded by one cache line (ldh): the register tile reads MR rows per k, and with a
   // power-of-two stride they would all share one L1 set
   const long ldh = Hp + 16;
-  size_t hrows = training ? (size_t)N + B : 2 * (size_t)B;  // training keeps every h_{t-1}
+  const size_t hrows = training ? (size_t)N + B : 2 * (size_t)B;  // training keeps every h_{t-1}
   float* hbuf = training ? (hbuf_own = alloc(hrows * ldh)).get() : scratch(S_H, hrows * ldh);
-  std::memset(c, 0, sizeof(float) * B * Hp);
-  std::memset(hbuf, 0, sizeof(float) * B * ldh);  // later rows are written before they are read
-  for (int j = 0; j < B; ++j) {
-    std::memcpy(c + (long)j * Hp, a.c0 + (long)o.perm[j] * H, sizeof(float) * H);
-    std::memcpy(hbuf + j * ldh, a.h0 + (long)o.perm[j] * H, sizeof(float) * H);
-  }
+  float* c = scratch(S_C, (size_t)B * Hp);
+  load_state(a, o, Hp, ldh, c, hbuf);
   if (training) {
     c0p = alloc((size_t)B * Hp);
     std::memcpy(c0p.get(), c, sizeof(float) * B * Hp);
     Cn = alloc((size_t)N * Hp);
   }
 
-  // Threads split the batch rows (independent for the whole sequence: no barrier at all) or
-  // the hidden units (every unit needs all of h_{t-1}: step s+1 waits for every part of step s).
+  // Threads split the batch rows (independent for the whole sequence) or the hidden units
+  // (every unit needs all of h_{t-1}: step s+1 waits for every part of step s).
   const LoopPlan plan = plan_loop(a.threads, o.Bs, B, Hp, 4.0 * ((fuse ? I : 0) + Hp) * G,  // weights per step
                                   2.0 * N * G * ((fuse ? I : 0) + H));
-  // step s for rows [r0, r1) and hidden units [u0, u1)
-  auto step = [&](int s, long r0, long r1, long u0, long u1) {
-    FwdStep st;
-    st.Hp = Hp; st.ldh = ldh; st.H = H; st.I = I; st.Whp = Whh_p;
-    st.x = fuse ? X + o.off[s] * I : nullptr;
-    st.Wip = Wih_p; st.bias = bias;
-    if (training) {
-      st.hprev = hbuf + o.off[s] * ldh;
-      st.hnext = hbuf + o.off[s + 1] * ldh;  // the next step's block: its Bs[s+1] rows
-      st.cout = Cn.get() + o.off[s] * Hp;
-      st.rows_next = s + 1 < Teff ? o.Bs[s + 1] : 0;
-    } else {
-      st.hprev = hbuf + (s & 1) * B * ldh;
-      st.hnext = hbuf + ((s + 1) & 1) * B * ldh;
-      st.cout = nullptr;
-      st.rows_next = B;
-    }
-    st.c = c;
-    st.zx = Zx ? Zx + o.off[s] * G : nullptr;
-    st.y = a.y;
-    st.src = o.src.data() + o.off[s];
-    // Panels in alternating directions: a thread's W_hh share a little larger than its L2
-    // (1 MB at H = 256 on Zen 4) would miss on every line if always streamed in one order;
-    // zig-zag, the lines used last are used first again ((100,1,256,256), A/B of two builds
-    // over 6 rounds: 1 thread −8%, 2 threads −3%).
-    const long p0 = u0 / W, np = u1 / W - p0;
-    for (long i = 0; i < np; ++i) {
-      const long p = (s & 1) ? p0 + np - 1 - i : p0 + i;
-      for_tiles<MR4>((int)(r1 - r0), [&]<int M>(int r) { fwd_tile<M>(st, p, r0 + r); });
-    }
-  };
-  // Both splits run through a StepTeam: a units split step by step, a rows split as one step
-  // of the whole sequence per block of rows; a late thread's part is run by the others. The
-  // team starts at once (parallel_run's dynamic mode), workers join as they wake.
-  StepTeam team(plan.threads);
-  parallel_run(plan.threads, [&](int tid, Team& t) {
-    const int parts = t.size();
-    if (parts == 1) {
-      for (int s = 0; s < Teff; ++s) step(s, 0, o.Bs[s], 0, Hp);
-    } else if (plan.by_rows) {
-      team.run(tid, parts, 1, [&](int, int part) {
-        long r0, r1;
-        row_range(o.len, N, parts, part, &r0, &r1);
-        for (int s = 0; s < Teff && std::min<long>(r1, o.Bs[s]) > r0; ++s)  // rows are sorted longest first
-          step(s, r0, std::min<long>(r1, o.Bs[s]), 0, Hp);
-      });
-    } else {
-      team.run(tid, parts, Teff, [&](int s, int part) {
-        long u0, u1;
-        split_range(Hp, parts, part, 2 * W, &u0, &u1);
-        step(s, 0, o.Bs[s], u0, u1);
-      });
-    }
-  }, true);
-  g_last_steals.store(team.steals(), std::memory_order_relaxed);
+  const FwdLoop L{&o, B, H, I, Hp, ldh, &P, fuse ? X : nullptr, Zx, c, hbuf, Cn.get(), a.y};
+  run_loop(plan, o.len, N, Hp, Teff,
+           [&](long r0, long r1) {  // rows are sorted longest first: row r0 ends first
+             for (int s = 0; s < Teff && o.Bs[s] > r0; ++s) fwd_step(L, s, r0, std::min<long>(r1, o.Bs[s]), 0, Hp);
+           },
+           [&](int s, long u0, long u1) { fwd_step(L, s, 0, o.Bs[s], u0, u1); });
+  store_final_state(a, o, Hp, c);
 
-  // final states: c is already per row; h_T is the output of each row's last real step
-  for (int j = 0; j < B; ++j) {
-    int b = o.perm[j];
-    std::memcpy(a.cT + (long)b * H, c + (long)j * Hp, sizeof(float) * H);
-    if (o.len[j] > 0) {
-      long n = o.off[o.len[j] - 1] + j;
-      std::memcpy(a.hT + (long)b * H, a.y + o.src[n] * H, sizeof(float) * H);
-    } else {
-      std::memcpy(a.hT + (long)b * H, a.h0 + (long)b * H, sizeof(float) * H);
-    }
-  }
-
-  if (training) {
+  if (training) {  // what backward needs, moved, not copied: the biggest buffers of the call
     Workspace& ws = *a.ws;
     ws.T = T; ws.B = B; ws.I = I; ws.H = H; ws.Hp = Hp; ws.ldh = ldh; ws.reverse = a.reverse;
     ws.perm = o.perm; ws.len = o.len; ws.Bs = o.Bs; ws.off = o.off; ws.src = o.src;
-    ws.gates = std::move(Zx_own);  // moved, not copied: these are the biggest buffers of the call
+    ws.gates = std::move(Zx_own);
     ws.c = std::move(Cn);
     ws.hprev = std::move(hbuf_own);
     ws.c0 = std::move(c0p);
@@ -946,36 +978,20 @@ static void lstm_backward(const BackwardArgs& a) {
   // Teff-1-k for this part's units, 2k+1 its columns of dh_{t-1} over all rows of the step (it
   // needs every unit's dz). The next step's elementwise part reads only this part's columns of
   // dh, but a StepTeam orders whole sub-steps: one more sync per step (~0.2-0.5 µs).
-  StepTeam team(plan.threads);
-  parallel_run(plan.threads, [&](int tid, Team& t) {
-    const int parts = t.size();
-    auto rows_part = [&](long r0, long r1) {
-      for (int s = Teff - 1; s >= 0; --s) {
-        const long j1 = std::min<long>(r1, ws.Bs[s]);  // this part's rows of the step
-        if (j1 <= r0) continue;
-        cell_part(s, r0, j1, 0, Hp);
-        dh_part(s, r0, j1, 0, Hp);
-      }
-    };
-    if (parts == 1) {
-      rows_part(0, B);
-    } else if (plan.by_rows) {
-      team.run(tid, parts, 1, [&](int, int part) {
-        long r0, r1;
-        row_range(ws.len, N, parts, part, &r0, &r1);
-        rows_part(r0, r1);
-      });
-    } else {
-      team.run(tid, parts, 2 * Teff, [&](int k, int part) {
-        const int s = Teff - 1 - k / 2;
-        long u0, u1;
-        split_range(Hp, parts, part, 2 * W, &u0, &u1);
-        if (k % 2 == 0) cell_part(s, 0, ws.Bs[s], u0, u1);
-        else dh_part(s, 0, ws.Bs[s], u0, u1);
-      });
-    }
-  }, true);  // as in forward: a StepTeam, started at once
-  g_last_steals.store(team.steals(), std::memory_order_relaxed);
+  run_loop(plan, ws.len, N, Hp, 2 * Teff,
+           [&](long r0, long r1) {
+             for (int s = Teff - 1; s >= 0; --s) {
+               const long j1 = std::min<long>(r1, ws.Bs[s]);  // rows [r0, j1) of the step
+               if (j1 <= r0) continue;
+               cell_part(s, r0, j1, 0, Hp);
+               dh_part(s, r0, j1, 0, Hp);
+             }
+           },
+           [&](int k, long u0, long u1) {
+             const int s = Teff - 1 - k / 2;
+             if (k % 2 == 0) cell_part(s, 0, ws.Bs[s], u0, u1);
+             else dh_part(s, 0, ws.Bs[s], u0, u1);
+           });
   for (int j = 0; j < B; ++j) {
     std::memcpy(a.dh0 + (long)ws.perm[j] * H, dh + (long)j * ldd, sizeof(float) * H);
     std::memcpy(a.dc0 + (long)ws.perm[j] * H, dc + (long)j * Hp, sizeof(float) * H);
