@@ -50,15 +50,16 @@ inline void split_range(long total, int parts, int i, long align, long* begin, l
   *end = e * align < total ? e * align : total;
 }
 
-// The steps of a loop split over `parts` parts (the hidden units of a recurrent loop), without
-// a blocking barrier: part r of step s runs exactly once, after every part of step s-1, preferably
-// on participant r (its weights stay in that core's cache). A participant that has done its own
-// part and finds another part of the step not yet started after `patience` (its own part's time
-// plus kStealPatience) runs it itself, and again at once on the next step while that owner
-// stays away. So a participant the OS deschedules for a time slice (ms, on a loaded machine)
-// costs the others a step of one-thread speed, not the time slice a barrier would wait for
-// (a units split with a barrier ran 10x slower than one thread at load 7). The returning owner
-// skips the steps already done and takes its part back.
+// The steps of a loop split over `parts` parts (hidden units, or blocks of batch rows as one
+// step), without a blocking barrier: part r of step s runs exactly once, after every part of
+// step s-1, preferably on participant r (its weights stay in that core's cache). A participant
+// that has done its own part and finds another part of the step not yet started after
+// kStealPatience runs it itself, and at once on the next step while that owner stays away.
+// So a participant the OS deschedules for a time slice (ms, on a loaded machine) costs the
+// others a step at one-thread speed, not the time slice a barrier would wait for (a units split
+// with a barrier ran 10x slower than one thread at load 7). The returning owner skips the steps
+// already done and takes its part back. Only a part whose owner is descheduled in its middle
+// is waited for.
 // Per step: one CAS and one release store per part, one acquire load per part (the barrier's
 // cost, ~0.1-0.5 µs between two cores).
 class StepTeam {
@@ -106,10 +107,11 @@ inline void cpu_relax() {
 #endif
 }
 
-// How long a participant waits for a part's owner to start it before running it itself, on
-// top of the time its own part took (the owner normally starts at about the same moment):
-// a few times the ~1 µs it takes one core to see another's store, far below a time slice.
-constexpr auto kStealPatience = std::chrono::microseconds(3);
+// How long a participant that has done its own part waits for another part's owner to start
+// before running that part itself. The owner normally starts when this one does, so one that
+// has not started after a whole part's time plus this is late: a few times the ~1 µs it takes
+// one core to see another's store, far below a time slice.
+constexpr auto kStealPatience = std::chrono::microseconds(5);
 
 template <class F>
 void StepTeam::run(int tid, int parts, int steps, F&& fn) {
@@ -123,12 +125,10 @@ void StepTeam::run(int tid, int parts, int steps, F&& fn) {
   for (int s = 0; s < steps; ++s) {  // here every part of step s-1 is done
     if (s == (steps > 1) && parts > 1 && tid == parts - 1 && test_delay_us.load(std::memory_order_relaxed) > 0)
       std::this_thread::sleep_for(std::chrono::microseconds(test_delay_us.load()));
-    const auto t0 = clock::now();
     if (claim(tid, s)) {  // fails when another participant already ran it
       fn(s, tid);
       finish(tid, s);
     }
-    const auto patience = (clock::now() - t0) + kStealPatience;
     unsigned long stole = 0;
     for (int k = 1; k <= parts; ++k) {
       const int r = (tid + k) % parts;  // the others, then (k = parts) this one's own
@@ -137,7 +137,7 @@ void StepTeam::run(int tid, int parts, int steps, F&& fn) {
       const auto t1 = clock::now();
       for (int spins = 0; parts_[r].done.load(std::memory_order_acquire) < s; ++spins) {
         if (r != tid && parts_[r].claimed.load(std::memory_order_relaxed) < s &&
-            (eager || clock::now() - t1 >= patience) && claim(r, s)) {
+            (eager || clock::now() - t1 >= kStealPatience) && claim(r, s)) {
           fn(s, r);
           finish(r, s);
           steals_.fetch_add(1, std::memory_order_relaxed);
