@@ -88,12 +88,14 @@ static void release_scratch() {
 
 // ---------------------------------------------------------------------------------------------
 // Micro-kernel: acc[i][v] += Σ_k A(i,k) · Bp[k][v·W ..]; A(i,k) = a[i·ars + k·acs], Bp is K rows
-// of NV vectors (a packed panel).
+// of NV vectors (a packed panel) every ldb floats (0: NV·W, a panel exactly NV vectors wide).
 template <int MR, int NV>
-static inline void micro(long K, const float* a, long ars, long acs, const float* bp, V (&acc)[MR][NV]) {
+static inline void micro(long K, const float* a, long ars, long acs, const float* bp, V (&acc)[MR][NV],
+                         long ldb = 0) {
+  if (!ldb) ldb = NV * W;
   for (long k = 0; k < K; ++k) {
     V bv[NV];
-    FL_UNROLL for (int v = 0; v < NV; ++v) bv[v] = load(bp + k * NV * W + v * W);
+    FL_UNROLL for (int v = 0; v < NV; ++v) bv[v] = load(bp + k * ldb + v * W);
     FL_UNROLL for (int i = 0; i < MR; ++i) {
       V ai = set1(a[i * ars + k * acs]);
       FL_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = fmadd(ai, bv[v], acc[i][v]);
@@ -235,11 +237,12 @@ template <int MR, int NV>
 struct Gemm {
   static constexpr int NR = NV * W;
 
-  static void store_tile(int m, const V (&acc)[MR][NV], float* C, long ldc, long c0, long N,
+  template <int TV>
+  static void store_tile(int m, const V (&acc)[MR][TV], float* C, long ldc, long c0, long N,
                          const float* bias, bool add_c) {
     for (int i = 0; i < m; ++i) {
       float* ci = C + i * ldc + c0;
-      FL_UNROLL for (int v = 0; v < NV; ++v) {
+      FL_UNROLL for (int v = 0; v < TV; ++v) {
         long n = std::min<long>(W, N - c0 - v * W);
         if (n <= 0) break;
         V r = acc[i][v];
@@ -287,12 +290,17 @@ struct Gemm {
         }
         for (long j = j0; j < j1; ++j) {
           const float* bp = Bp + j * K * NR + kc0 * NR;
-          for (long ir = 0; ir < mc; ir += MR) {
-            V acc[MR][NV];
-            FL_UNROLL for (int i = 0; i < MR; ++i) FL_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = zero();
-            micro<MR, NV>(kc, Ap + ir * kc, 1, MR, bp, acc);
-            store_tile((int)std::min<long>(MR, mc - ir), acc, C + (mc0 + ir) * ldc, ldc, j * NR, N, bias, add_c);
-          }
+          // the last panel computes only the vectors that hold columns < N: at dX = dZ·W_ih with
+          // I = 200 a full last panel made 28% of the product zeros, at dW (N = I + H = 110) 16%
+          const int nv = (int)std::min<long>(NV, (N - j * NR + W - 1) / W);
+          with_rows<NV>(nv, [&]<int TV>() {
+            for (long ir = 0; ir < mc; ir += MR) {
+              V acc[MR][TV];
+              FL_UNROLL for (int i = 0; i < MR; ++i) FL_UNROLL for (int v = 0; v < TV; ++v) acc[i][v] = zero();
+              micro<MR, TV>(kc, Ap + ir * kc, 1, MR, bp, acc, NR);
+              store_tile<TV>((int)std::min<long>(MR, mc - ir), acc, C + (mc0 + ir) * ldc, ldc, j * NR, N, bias, add_c);
+            }
+          });
         }
       }
     }
