@@ -439,9 +439,10 @@ static bool fuse_input(long rows, long I, long Hp) {
 // (thread_pool.h): a thread that is late has its part run by the others, and the team starts
 // without waiting for workers to wake (parallel_run's dynamic mode). A late thread then costs a
 // step at one-thread speed, so the split pays from small steps on. Measured on the 2-core EPYC,
-// forward, 2 threads forced units vs 1 thread (medians of 200 calls interleaved, shared
-// machine): (50,1,64,64) 1.02x, (50,1,100,100) 1.46x, (50,1,128,128) 1.59x, (50,1,200,200)
-// 1.46x, (20,1,300,300) 1.69x, (20,1,512,512) 1.71x, (50,8,50,50) 1.57x: per step a part of
+// forward, 2 threads forced units (StepTeam, the team then waiting for its workers to join) vs
+// 1 thread (medians of 200 calls interleaved, shared machine at load ~3.5): (50,1,64,64) 1.02x,
+// (50,1,100,100) 1.46x, (50,1,128,128) 1.59x, (50,1,200,200) 1.46x, (20,1,300,300) 1.69x,
+// (20,1,512,512) 1.71x, (50,8,50,50) 1.57x: per step a part of
 // ~5e4 FLOPs still gains (the sync costs ~0.2-0.5 µs). kUnitsStepFlops = 1e5 (a step of ~1 µs
 // on one core) takes those gains with a margin. A worker woken from sleep takes 60-250 µs on
 // this VM, and the caller's wake-up call and the cold caches are paid by the call: a split call
