@@ -391,6 +391,10 @@ PYBIND11_MODULE(_core, m) {
     const char* names[] = {"serial", "rows", "units"};
     return std::string(names[g_last_split.load()]);
   }, "how the last recurrent loop split over threads: serial, rows or units");
+  m.def("_last_steals", [] { return g_last_steals.load(); },
+        "how many parts the last recurrent loop split over threads ran for a late thread");
+  m.def("_set_steal_test_delay", [](int us) { return StepTeam::test_delay_us.exchange(us); }, py::arg("us"),
+        "tests: the last thread of a units split sleeps us µs before step 1 (0: off); returns the previous");
   m.def("_last_fused", [] { return g_last_fused.load(); }, "whether the last forward fused the input projection");
   m.def("_gemm", [](py::array A, py::array Bm) {
     if (A.ndim() != 2 || Bm.ndim() != 2 || A.shape(1) != Bm.shape(0)) throw py::value_error("shapes");
@@ -417,7 +421,6 @@ PYBIND11_MODULE(_core, m) {
         fns.push_back(std::make_unique<TeamFn>([&, j](int tid, Team& team) {
           if (current.load() != j || tid < 0 || tid >= team.size()) wrong.fetch_add(1);
           participants.fetch_add(1);
-          if (!dynamic) team.barrier();
         }));
         current.store(j);
         parallel_run(threads, *fns.back(), dynamic);

@@ -27,6 +27,7 @@ std::atomic<long> g_fuse_rows{-1};
 std::atomic<bool> g_last_fused{false};
 std::atomic<int> g_split{0};
 std::atomic<int> g_last_split{0};
+std::atomic<long> g_last_steals{0};
 
 static bool runnable(const KernelTable* t) {
   const CpuFeatures& f = cpu_features();

@@ -179,6 +179,9 @@ extern std::atomic<long> g_fuse_rows;
 extern std::atomic<bool> g_last_fused;
 extern std::atomic<int> g_split;
 extern std::atomic<int> g_last_split;
+// how many parts the last recurrent loop (forward or backward) split over threads ran for a
+// late owner (StepTeam)
+extern std::atomic<long> g_last_steals;
 
 // dispatch.cpp
 std::vector<const KernelTable*> compiled_tables();   // every ISA in this build, best first

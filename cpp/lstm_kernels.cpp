@@ -88,12 +88,14 @@ static void release_scratch() {
 
 // ---------------------------------------------------------------------------------------------
 // Micro-kernel: acc[i][v] += Σ_k A(i,k) · Bp[k][v·W ..]; A(i,k) = a[i·ars + k·acs], Bp is K rows
-// of NV vectors (a packed panel).
+// of NV vectors (a packed panel) every ldb floats (0: NV·W, a panel exactly NV vectors wide).
 template <int MR, int NV>
-static inline void micro(long K, const float* a, long ars, long acs, const float* bp, V (&acc)[MR][NV]) {
+static inline void micro(long K, const float* a, long ars, long acs, const float* bp, V (&acc)[MR][NV],
+                         long ldb = 0) {
+  if (!ldb) ldb = NV * W;
   for (long k = 0; k < K; ++k) {
     V bv[NV];
-    FL_UNROLL for (int v = 0; v < NV; ++v) bv[v] = load(bp + k * NV * W + v * W);
+    FL_UNROLL for (int v = 0; v < NV; ++v) bv[v] = load(bp + k * ldb + v * W);
     FL_UNROLL for (int i = 0; i < MR; ++i) {
       V ai = set1(a[i * ars + k * acs]);
       FL_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = fmadd(ai, bv[v], acc[i][v]);
@@ -235,11 +237,12 @@ template <int MR, int NV>
 struct Gemm {
   static constexpr int NR = NV * W;
 
-  static void store_tile(int m, const V (&acc)[MR][NV], float* C, long ldc, long c0, long N,
+  template <int TV>
+  static void store_tile(int m, const V (&acc)[MR][TV], float* C, long ldc, long c0, long N,
                          const float* bias, bool add_c) {
     for (int i = 0; i < m; ++i) {
       float* ci = C + i * ldc + c0;
-      FL_UNROLL for (int v = 0; v < NV; ++v) {
+      FL_UNROLL for (int v = 0; v < TV; ++v) {
         long n = std::min<long>(W, N - c0 - v * W);
         if (n <= 0) break;
         V r = acc[i][v];
@@ -270,6 +273,16 @@ struct Gemm {
           float* ap = Ap + ir * kc;
           int m = (int)std::min<long>(MR, mc - ir);
           const float* a = A + (mc0 + ir) * ars + kc0 * acs;
+          // A transposed (the backward's dZᵀ): the MR values of one k are adjacent, one masked
+          // vector copy (element at a time, packing took 22% of the dW GEMM at (100,32,10,100))
+          if (ars == 1) {
+            for (long k = 0; k < kc; ++k)
+              FL_UNROLL for (int i0 = 0; i0 < MR; i0 += W) {
+                const int n = std::max(0, std::min(W, m - i0));
+                store_n(ap + k * MR + i0, n ? load_n(a + k * acs + i0, n) : zero(), std::min(W, MR - i0));
+              }
+            continue;
+          }
           for (long k = 0; k < kc; ++k) {
             for (int i = 0; i < m; ++i) ap[k * MR + i] = a[i * ars + k * acs];
             for (int i = m; i < MR; ++i) ap[k * MR + i] = 0.f;
@@ -277,12 +290,17 @@ struct Gemm {
         }
         for (long j = j0; j < j1; ++j) {
           const float* bp = Bp + j * K * NR + kc0 * NR;
-          for (long ir = 0; ir < mc; ir += MR) {
-            V acc[MR][NV];
-            FL_UNROLL for (int i = 0; i < MR; ++i) FL_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = zero();
-            micro<MR, NV>(kc, Ap + ir * kc, 1, MR, bp, acc);
-            store_tile((int)std::min<long>(MR, mc - ir), acc, C + (mc0 + ir) * ldc, ldc, j * NR, N, bias, add_c);
-          }
+          // the last panel computes only the vectors that hold columns < N: at dX = dZ·W_ih with
+          // I = 200 a full last panel made 28% of the product zeros, at dW (N = I + H = 110) 16%
+          const int nv = (int)std::min<long>(NV, (N - j * NR + W - 1) / W);
+          with_rows<NV>(nv, [&]<int TV>() {
+            for (long ir = 0; ir < mc; ir += MR) {
+              V acc[MR][TV];
+              FL_UNROLL for (int i = 0; i < MR; ++i) FL_UNROLL for (int v = 0; v < TV; ++v) acc[i][v] = zero();
+              micro<MR, TV>(kc, Ap + ir * kc, 1, MR, bp, acc, NR);
+              store_tile<TV>((int)std::min<long>(MR, mc - ir), acc, C + (mc0 + ir) * ldc, ldc, j * NR, N, bias, add_c);
+            }
+          });
         }
       }
     }
@@ -414,16 +432,29 @@ static bool fuse_input(long rows, long I, long Hp) {
 // Ragged lengths keep the units split: rows end one by one, and a thread left with a few
 // short rows runs thin tiles while the other works (the bench's medium-var shape, 2 threads:
 // 39.0 ms with rows against 34.9 ms with units, in two full runs of the bench).
-// A units split meets a barrier every step: on a loaded machine each one can wait for the other
-// thread's next time slice. Measured at load 7 on the 2 cores (2 vs 1 thread, min of 15):
-// (50,8,32,100) forward 0.24 -> 4.3 ms, (50,1,256,256) 0.52 -> 5.0 ms; row splits stayed
-// within ±15% of one thread at (100,32,10,100), (30,64,8,200), (60,32,100,300) but lost 2.3× at
-// (24,32,1,50), whose whole forward is ~0.13 ms. So the automatic rule splits units only when a
-// step is big (kUnitsSplitFlops, ~20 µs of one core: the barrier is a few % even when a
-// time slice is missed now and then), rows only when each thread gets kRowsSplitFlops of the
-// call (~100 µs: a cold worker's wake-up, ~30-50 µs, is then paid back), else one thread.
-// A forced policy (g_split, tests and measurements) keeps the old floor: a step of 2.5e5 FLOPs.
-constexpr double kUnitsSplitFlops = 4e6;   // per step
+// A units split needs every part of step s done before step s+1. With a plain barrier, on a
+// loaded machine each step could wait for the other thread's next time slice (measured at load
+// 7 on the 2 cores, 2 vs 1 thread: (50,1,256,256) forward 0.52 -> 5.0 ms), so the split ran
+// only for steps of 4e6 FLOPs. Now the loops run their steps through a StepTeam
+// (thread_pool.h): a thread that is late has its part run by the others, and the team starts
+// without waiting for workers to wake (parallel_run's dynamic mode). A late thread then costs a
+// step at one-thread speed, so the split pays from small steps on. Measured on the 2-core EPYC,
+// forward, 2 threads forced units (StepTeam, the team then waiting for its workers to join) vs
+// 1 thread (medians of 200 calls interleaved, shared machine at load ~3.5): (50,1,64,64) 1.02x,
+// (50,1,100,100) 1.46x, (50,1,128,128) 1.59x, (50,1,200,200) 1.46x, (20,1,300,300) 1.69x,
+// (20,1,512,512) 1.71x, (50,8,50,50) 1.57x: per step a part of
+// ~5e4 FLOPs still gains (the sync costs ~0.2-0.5 µs). kUnitsStepFlops = 1e5 (a step of ~1 µs
+// on one core) takes those gains with a margin. A worker woken from sleep takes 60-250 µs on
+// this VM, and the caller's wake-up call and the cold caches are paid by the call: a split call
+// of 1e7 FLOPs (~50 µs per thread) bounds that cost; smaller loops stay on one thread.
+// Rows split only when each thread gets kRowsSplitFlops of the call (~100 µs: a cold worker's
+// wake-up, ~30-50 µs, is then paid back), else one thread; row splits (then with a team that
+// waited for its workers to join) stayed within ±15% of one thread at load 7 at (100,32,10,100),
+// (30,64,8,200), (60,32,100,300) but lost 2.3× at (24,32,1,50), whose whole forward is ~0.13 ms.
+// A rows split now runs as one StepTeam step too, so a late thread's rows are taken over.
+// A forced policy (g_split, tests and measurements) keeps a floor: a step of 2.5e5 FLOPs.
+constexpr double kUnitsStepFlops = 1e5;    // per step
+constexpr double kUnitsLoopFlops = 1e7;    // whole loop
 constexpr double kRowsSplitFlops = 2e7;    // per thread, whole loop
 struct LoopPlan {
   int threads;   // 1: serial
@@ -446,7 +477,7 @@ static LoopPlan plan_loop(int threads, const std::vector<int>& Bs, long B, long 
   } else if (threads > 1) {
     if (B >= 8L * threads && weight_bytes <= kCachedWeightBytes && !ragged && loop_flops / threads >= kRowsSplitFlops)
       plan = {threads, true};
-    else if (step_flops >= kUnitsSplitFlops && max_units > 1)
+    else if (step_flops >= kUnitsStepFlops && loop_flops >= kUnitsLoopFlops && max_units > 1)
       plan = {std::min(threads, max_units), false};
   }
   g_last_split.store(plan.threads <= 1 ? 0 : plan.by_rows ? 1 : 2, std::memory_order_relaxed);
@@ -585,6 +616,107 @@ static void pack_weights(const float* W_ih, const float* W_hh, const float* b, i
   P.Wih = Wih; P.Whh = Whh; P.bias = bias;
 }
 
+// Runs a recurrent loop as `plan` says, over a StepTeam (thread_pool.h): rows(r0, r1) runs
+// every step for the batch rows [r0, r1) (one thread, or one block of rows per part: a single
+// StepTeam step, no sync between steps); units(k, u0, u1) runs sub-step k = 0..substeps-1 for
+// the hidden units [u0, u1) (every part of sub-step k before any of k+1). A late thread's part
+// is run by the others; the team starts at once (dynamic join), workers join as they wake.
+template <class Rows, class Units>
+static void run_loop(const LoopPlan& plan, const std::vector<int>& len, long N, long Hp, int substeps, Rows&& rows,
+                     Units&& units) {
+  StepTeam team(plan.threads);
+  parallel_run(plan.threads, [&](int tid, Team& t) {
+    const int parts = t.size();
+    if (parts == 1) {
+      rows(0L, (long)len.size());
+    } else if (plan.by_rows) {
+      team.run(tid, parts, 1, [&](int, int part) {
+        long r0, r1;
+        row_range(len, N, parts, part, &r0, &r1);
+        rows(r0, r1);
+      });
+    } else {
+      team.run(tid, parts, substeps, [&](int k, int part) {
+        long u0, u1;
+        split_range(Hp, parts, part, 2 * W, &u0, &u1);
+        units(k, u0, u1);
+      });
+    }
+  }, true);
+  g_last_steals.store(team.steals(), std::memory_order_relaxed);
+}
+
+// The forward loop's buffers (internal row order, see Order).
+struct FwdLoop {
+  const Order* o;
+  long B, H, I, Hp, ldh;
+  const Packed* P;
+  const float* X;  // (N, I) compact x when the input projection is fused, else null
+  float* Zx;       // (N, 4Hp) Zx, then the activated gates when training; null when fused and not training
+  float* c;        // (B, Hp) c, updated in place
+  float* hbuf;     // training: (N + B, ldh) every h_{t-1}; else (2B, ldh), two alternating blocks
+  float* Cn;       // training: (N, Hp) c_t of every real step; else null
+  float* y;        // (T·B, H)
+};
+
+// Step s for rows [r0, r1) and hidden units [u0, u1): one fused tile per panel and rows tile.
+static void fwd_step(const FwdLoop& L, int s, long r0, long r1, long u0, long u1) {
+  const Order& o = *L.o;
+  const long G = 4 * L.Hp;
+  const int Teff = (int)o.Bs.size();
+  FwdStep st;
+  st.Hp = L.Hp; st.ldh = L.ldh; st.H = L.H; st.I = L.I; st.Whp = L.P->Whh;
+  st.x = L.X ? L.X + o.off[s] * L.I : nullptr;
+  st.Wip = L.P->Wih; st.bias = L.P->bias;
+  if (L.Cn) {  // training
+    st.hprev = L.hbuf + o.off[s] * L.ldh;
+    st.hnext = L.hbuf + o.off[s + 1] * L.ldh;  // the next step's block: its Bs[s+1] rows
+    st.cout = L.Cn + o.off[s] * L.Hp;
+    st.rows_next = s + 1 < Teff ? o.Bs[s + 1] : 0;
+  } else {
+    st.hprev = L.hbuf + (s & 1) * L.B * L.ldh;
+    st.hnext = L.hbuf + ((s + 1) & 1) * L.B * L.ldh;
+    st.cout = nullptr;
+    st.rows_next = L.B;
+  }
+  st.c = L.c;
+  st.zx = L.Zx ? L.Zx + o.off[s] * G : nullptr;
+  st.y = L.y;
+  st.src = o.src.data() + o.off[s];
+  // Panels in alternating directions: a thread's W_hh share a little larger than its L2
+  // (1 MB at H = 256 on Zen 4) would miss on every line if always streamed in one order;
+  // zig-zag, the lines used last are used first again ((100,1,256,256), A/B of two builds
+  // over 6 rounds: 1 thread −8%, 2 threads −3%).
+  const long p0 = u0 / W, np = u1 / W - p0;
+  for (long i = 0; i < np; ++i) {
+    const long p = (s & 1) ? p0 + np - 1 - i : p0 + i;
+    for_tiles<MR4>((int)(r1 - r0), [&]<int M>(int r) { fwd_tile<M>(st, p, r0 + r); });
+  }
+}
+
+// c and h_{-1} (the first B rows of hbuf) from c0, h0 in internal row order, padded to Hp.
+static void load_state(const ForwardArgs& a, const Order& o, long Hp, long ldh, float* c, float* hbuf) {
+  const long B = a.B, H = a.H;
+  std::memset(c, 0, sizeof(float) * B * Hp);
+  std::memset(hbuf, 0, sizeof(float) * B * ldh);  // later rows are written before they are read
+  for (long j = 0; j < B; ++j) {
+    std::memcpy(c + j * Hp, a.c0 + (long)o.perm[j] * H, sizeof(float) * H);
+    std::memcpy(hbuf + j * ldh, a.h0 + (long)o.perm[j] * H, sizeof(float) * H);
+  }
+}
+
+// hT, cT: c is already per row; h_T is the output of each row's last real step (h0 if none).
+static void store_final_state(const ForwardArgs& a, const Order& o, long Hp, const float* c) {
+  const long H = a.H;
+  for (int j = 0; j < a.B; ++j) {
+    const int b = o.perm[j];
+    std::memcpy(a.cT + (long)b * H, c + (long)j * Hp, sizeof(float) * H);
+    const float* h = a.h0 + (long)b * H;
+    if (o.len[j] > 0) h = a.y + o.src[o.off[o.len[j] - 1] + j] * H;
+    std::memcpy(a.hT + (long)b * H, h, sizeof(float) * H);
+  }
+}
+
 static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
   const int T = a.T, B = a.B, I = a.I, H = a.H, Hp = P.Hp;
   const long G = 4L * Hp;
@@ -593,9 +725,6 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
   const int Teff = (int)o.Bs.size();
   const long N = o.nact();
   if (!o.identity) std::memset(a.y, 0, sizeof(float) * (size_t)T * B * H);  // padding outputs are 0
-  const float* Wih_p = P.Wih;
-  const float* Whh_p = P.Whh;
-  const float* bias = P.bias;
 
   // Zx = X·W_ihᵀ + b for every real step at once (compact rows). When training it becomes the
   // workspace's gate buffer, so it is owned; otherwise scratch.
@@ -613,89 +742,38 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
     X = Xc;
   }
   g_last_fused.store(fuse, std::memory_order_relaxed);
-  if (!fuse) Gemm4::run(N, G, I, X, I, 1, Wih_p, Zx, G, bias, false, a.threads);
+  if (!fuse) Gemm4::run(N, G, I, X, I, 1, P.Wih, Zx, G, P.bias, false, a.threads);
 
-  // state in internal row order, padded to Hp
-  float* c = scratch(S_C, (size_t)B * Hp);
   // h rows are padded by one cache line (ldh): the register tile reads MR rows per k, and with a
   // power-of-two stride they would all share one L1 set
   const long ldh = Hp + 16;
-  size_t hrows = training ? (size_t)N + B : 2 * (size_t)B;  // training keeps every h_{t-1}
+  const size_t hrows = training ? (size_t)N + B : 2 * (size_t)B;  // training keeps every h_{t-1}
   float* hbuf = training ? (hbuf_own = alloc(hrows * ldh)).get() : scratch(S_H, hrows * ldh);
-  std::memset(c, 0, sizeof(float) * B * Hp);
-  std::memset(hbuf, 0, sizeof(float) * B * ldh);  // later rows are written before they are read
-  for (int j = 0; j < B; ++j) {
-    std::memcpy(c + (long)j * Hp, a.c0 + (long)o.perm[j] * H, sizeof(float) * H);
-    std::memcpy(hbuf + j * ldh, a.h0 + (long)o.perm[j] * H, sizeof(float) * H);
-  }
+  float* c = scratch(S_C, (size_t)B * Hp);
+  load_state(a, o, Hp, ldh, c, hbuf);
   if (training) {
     c0p = alloc((size_t)B * Hp);
     std::memcpy(c0p.get(), c, sizeof(float) * B * Hp);
     Cn = alloc((size_t)N * Hp);
   }
 
-  // Threads split the batch rows (independent for the whole sequence: no barrier at all) or
-  // the hidden units (a barrier per step: every unit needs all of h_{t-1}).
+  // Threads split the batch rows (independent for the whole sequence) or the hidden units
+  // (every unit needs all of h_{t-1}: step s+1 waits for every part of step s).
   const LoopPlan plan = plan_loop(a.threads, o.Bs, B, Hp, 4.0 * ((fuse ? I : 0) + Hp) * G,  // weights per step
                                   2.0 * N * G * ((fuse ? I : 0) + H));
-  const int nth = plan.threads;
-  const bool by_rows = plan.by_rows;
-  parallel_run(nth, [&](int tid, Team& team) {  // the team may be smaller than nth (busy pool)
-    long u0 = 0, u1 = Hp, r0 = 0, r1 = B;
-    if (by_rows) row_range(o.len, N, team.size(), tid, &r0, &r1);
-    else split_range(Hp, team.size(), tid, 2 * W, &u0, &u1);
-    for (int s = 0; s < Teff; ++s) {
-      const long r1s = std::min<long>(r1, o.Bs[s]);  // rows are sorted longest first
-      if (r1s <= r0) break;
-      FwdStep st;
-      st.Hp = Hp; st.ldh = ldh; st.H = H; st.I = I; st.Whp = Whh_p;
-      st.x = fuse ? X + o.off[s] * I : nullptr;
-      st.Wip = Wih_p; st.bias = bias;
-      if (training) {
-        st.hprev = hbuf + o.off[s] * ldh;
-        st.hnext = hbuf + o.off[s + 1] * ldh;  // the next step's block: its Bs[s+1] rows
-        st.cout = Cn.get() + o.off[s] * Hp;
-        st.rows_next = s + 1 < Teff ? o.Bs[s + 1] : 0;
-      } else {
-        st.hprev = hbuf + (s & 1) * B * ldh;
-        st.hnext = hbuf + ((s + 1) & 1) * B * ldh;
-        st.cout = nullptr;
-        st.rows_next = B;
-      }
-      st.c = c;
-      st.zx = Zx ? Zx + o.off[s] * G : nullptr;
-      st.y = a.y;
-      st.src = o.src.data() + o.off[s];
-      // Panels in alternating directions: a thread's W_hh share a little larger than its L2
-      // (1 MB at H = 256 on Zen 4) would miss on every line if always streamed in one order;
-      // zig-zag, the lines used last are used first again ((100,1,256,256), A/B of two builds
-      // over 6 rounds: 1 thread −8%, 2 threads −3%).
-      const long p0 = u0 / W, np = u1 / W - p0;
-      for (long i = 0; i < np; ++i) {
-        const long p = (s & 1) ? p0 + np - 1 - i : p0 + i;
-        for_tiles<MR4>((int)(r1s - r0), [&]<int M>(int r) { fwd_tile<M>(st, p, r0 + r); });
-      }
-      if (!by_rows) team.barrier();
-    }
-  });
+  const FwdLoop L{&o, B, H, I, Hp, ldh, &P, fuse ? X : nullptr, Zx, c, hbuf, Cn.get(), a.y};
+  run_loop(plan, o.len, N, Hp, Teff,
+           [&](long r0, long r1) {  // rows are sorted longest first: row r0 ends first
+             for (int s = 0; s < Teff && o.Bs[s] > r0; ++s) fwd_step(L, s, r0, std::min<long>(r1, o.Bs[s]), 0, Hp);
+           },
+           [&](int s, long u0, long u1) { fwd_step(L, s, 0, o.Bs[s], u0, u1); });
+  store_final_state(a, o, Hp, c);
 
-  // final states: c is already per row; h_T is the output of each row's last real step
-  for (int j = 0; j < B; ++j) {
-    int b = o.perm[j];
-    std::memcpy(a.cT + (long)b * H, c + (long)j * Hp, sizeof(float) * H);
-    if (o.len[j] > 0) {
-      long n = o.off[o.len[j] - 1] + j;
-      std::memcpy(a.hT + (long)b * H, a.y + o.src[n] * H, sizeof(float) * H);
-    } else {
-      std::memcpy(a.hT + (long)b * H, a.h0 + (long)b * H, sizeof(float) * H);
-    }
-  }
-
-  if (training) {
+  if (training) {  // what backward needs, moved, not copied: the biggest buffers of the call
     Workspace& ws = *a.ws;
     ws.T = T; ws.B = B; ws.I = I; ws.H = H; ws.Hp = Hp; ws.ldh = ldh; ws.reverse = a.reverse;
     ws.perm = o.perm; ws.len = o.len; ws.Bs = o.Bs; ws.off = o.off; ws.src = o.src;
-    ws.gates = std::move(Zx_own);  // moved, not copied: these are the biggest buffers of the call
+    ws.gates = std::move(Zx_own);
     ws.c = std::move(Cn);
     ws.hprev = std::move(hbuf_own);
     ws.c0 = std::move(c0p);
@@ -806,22 +884,24 @@ static void pack_xh(const float* x, long I, const long* src, const float* hp, lo
   for_panels((cols + NR - 1) / NR, N * cols, threads, [&](long j) {
     float* o = out + j * N * NR;
     const long c0 = j * NR;
+    // this panel's columns [c0, c0 + NR): nx of x from column c0, then nh of h_{t-1} from
+    // column hc0, then zeros (copied as runs: a column-at-a-time loop took 7% of the backward at
+    // (50,32,200,200))
+    const long nx = std::max<long>(0, std::min<long>(NR, I - c0));
+    const long hc0 = std::max<long>(0, c0 - I);
+    const long nh = std::max<long>(0, std::min<long>(NR - nx, H - hc0));
     for (long n = 0; n < N; ++n) {
-      const float* xr = x + (src ? src[n] : n) * I;
-      const float* hr = hp + n * ldh;
       float* on = o + n * NR;
-      long c = 0;
-      for (; c < NR && c0 + c < I; ++c) on[c] = xr[c0 + c];
-      for (; c < NR && c0 + c < cols; ++c) on[c] = hr[c0 + c - I];
-      for (; c < NR; ++c) on[c] = 0.f;
+      if (nx) std::memcpy(on, x + (src ? src[n] : n) * I + c0, sizeof(float) * nx);
+      if (nh) std::memcpy(on + nx, hp + n * ldh + hc0, sizeof(float) * nh);
+      if (nx + nh < NR) std::memset(on + nx + nh, 0, sizeof(float) * (NR - nx - nh));
     }
   });
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backward. Per step: the elementwise part, then dh_{t-1} = dz·W_hh. Threads split the rows
-// (no barrier) or the units: elementwise for this thread's units, a barrier, then this
-// thread's columns of dh_{t-1} over all rows of the step (plan_loop decides, as in forward).
+// Backward. Per step: the elementwise part (cell_backward), then dh_{t-1} = dz·W_hh; threads
+// split the rows or the units as plan_loop decides, as in forward.
 static void lstm_backward(const BackwardArgs& a) {
   const Workspace& ws = *a.ws;
   const int T = ws.T, B = ws.B, I = ws.I, H = ws.H, Hp = ws.Hp;
@@ -851,68 +931,76 @@ static void lstm_backward(const BackwardArgs& a) {
   }
 
   const LoopPlan plan = plan_loop(a.threads, ws.Bs, B, Hp, 4.0 * Gz * ldd, 2.0 * N * Gz * ldd);
-  const int nth = plan.threads;
-  const bool by_rows = plan.by_rows;
-  parallel_run(nth, [&](int tid, Team& team) {  // the team may be smaller than nth (busy pool)
-    long u0 = 0, u1 = Hp, r0 = 0, r1 = B;
-    if (by_rows) row_range(ws.len, N, team.size(), tid, &r0, &r1);
-    else split_range(Hp, team.size(), tid, 2 * W, &u0, &u1);
-    for (int s = Teff - 1; s >= 0; --s) {
-      const long j0 = r0, j1 = std::min<long>(r1, ws.Bs[s]);  // this thread's rows of the step
-      if (j1 <= j0) continue;
-      const long n0 = ws.off[s];
-      for (long j = j0; j < j1; ++j) {
-        const long n = n0 + j;
-        const float* dyr = a.dy + ws.src[n] * H;
-        const float* gr = ws.gates.get() + n * G;
-        const float* cr = ws.c.get() + n * Hp;
-        const float* cpr = s > 0 ? ws.c.get() + (ws.off[s - 1] + j) * Hp : ws.c0.get() + (long)j * Hp;
-        float* dzr = dZ + n * ldz;
-        for (long p = u0 / W; p < u1 / W; ++p) {
-          const long u = p * W;
-          const int ny = (int)std::max<long>(0, std::min<long>(W, H - u));
-          const float* g = gr + p * 4 * W;
-          const V z[4] = {load(g), load(g + W), load(g + 2 * W), load(g + 3 * W)};
-          V dhv = add(load(dh + (long)j * ldd + u), ny == W ? load(dyr + u) : load_n(dyr + u, ny));
-          V dcv = load(dc + (long)j * Hp + u);
-          V dz[4];
-          cell_backward(z, load(cr + u), load(cpr + u), dhv, dcv, dz);
-          store(dc + (long)j * Hp + u, dcv);
-          float* dzp = dzr + p * 4 * W;  // compact: the padded units' lanes are not stored
-          if (ny == W) FL_UNROLL for (int q = 0; q < 4; ++q) store(dzp + q * W, dz[q]);
-          else FL_UNROLL for (int q = 0; q < 4; ++q) store_n(dzp + q * ny, dz[q], ny);
-        }
+  // step s, elementwise part: dz and dc_{t-1} for rows [j0, j1) and units [u0, u1)
+  auto cell_part = [&](int s, long j0, long j1, long u0, long u1) {
+    const long n0 = ws.off[s];
+    for (long j = j0; j < j1; ++j) {
+      const long n = n0 + j;
+      const float* dyr = a.dy + ws.src[n] * H;
+      const float* gr = ws.gates.get() + n * G;
+      const float* cr = ws.c.get() + n * Hp;
+      const float* cpr = s > 0 ? ws.c.get() + (ws.off[s - 1] + j) * Hp : ws.c0.get() + (long)j * Hp;
+      float* dzr = dZ + n * ldz;
+      for (long p = u0 / W; p < u1 / W; ++p) {
+        const long u = p * W;
+        const int ny = (int)std::max<long>(0, std::min<long>(W, H - u));
+        const float* g = gr + p * 4 * W;
+        const V z[4] = {load(g), load(g + W), load(g + 2 * W), load(g + 3 * W)};
+        V dhv = add(load(dh + (long)j * ldd + u), ny == W ? load(dyr + u) : load_n(dyr + u, ny));
+        V dcv = load(dc + (long)j * Hp + u);
+        V dz[4];
+        cell_backward(z, load(cr + u), load(cpr + u), dhv, dcv, dz);
+        store(dc + (long)j * Hp + u, dcv);
+        float* dzp = dzr + p * 4 * W;  // compact: the padded units' lanes are not stored
+        if (ny == W) FL_UNROLL for (int q = 0; q < 4; ++q) store(dzp + q * W, dz[q]);
+        else FL_UNROLL for (int q = 0; q < 4; ++q) store_n(dzp + q * ny, dz[q], ny);
       }
-      if (!by_rows) team.barrier();  // a units split needs every unit's dz
-      // dh_{t-1}[rows, u0:u1] = dz · W_hh[:, u0:u1]   (z_t = ... + h_{t-1}·W_hhᵀ)
-      // K-blocked so a KCS × 2W slice of W_hh stays in L1 across all row tiles of the step
-      const float* dzs = dZ + n0 * ldz;
-      for (long kc0 = 0; kc0 < Gz; kc0 += KCS) {
-        const long kc = std::min<long>(KCS, Gz - kc0);
-        for (long jj = u0 / (2 * W); jj < (u1 + 2 * W - 1) / (2 * W); ++jj) {
-          const float* bp = Whh_b + jj * Gz * 2 * W + kc0 * 2 * W;
-          for_tiles<MR2>((int)(j1 - j0), [&]<int M>(int r) {
-            const long r0 = j0 + r;
-            {
-              V acc[M][2];
-              FL_UNROLL for (int i = 0; i < M; ++i) {
-                float* d = dh + (long)(r0 + i) * ldd + jj * 2 * W;
-                acc[i][0] = kc0 ? load(d) : zero();
-                acc[i][1] = kc0 ? load(d + W) : zero();
-              }
-              micro<M, 2>(kc, dzs + r0 * ldz + kc0, ldz, 1, bp, acc);
-              FL_UNROLL for (int i = 0; i < M; ++i) {
-                float* d = dh + (long)(r0 + i) * ldd + jj * 2 * W;
-                store(d, acc[i][0]);
-                store(d + W, acc[i][1]);
-              }
-            }
-          });
-        }
-      }
-      // no second barrier: the next step's elementwise part reads only this thread's columns
     }
-  });
+  };
+  // step s, recurrent part: dh_{t-1}[j0:j1, u0:u1] = dz · W_hh[:, u0:u1]   (z_t = ... + h_{t-1}·W_hhᵀ)
+  // K-blocked so a KCS × 2W slice of W_hh stays in L1 across all row tiles of the step
+  auto dh_part = [&](int s, long j0, long j1, long u0, long u1) {
+    const float* dzs = dZ + ws.off[s] * ldz;
+    for (long kc0 = 0; kc0 < Gz; kc0 += KCS) {
+      const long kc = std::min<long>(KCS, Gz - kc0);
+      for (long jj = u0 / (2 * W); jj < (u1 + 2 * W - 1) / (2 * W); ++jj) {
+        const float* bp = Whh_b + jj * Gz * 2 * W + kc0 * 2 * W;
+        for_tiles<MR2>((int)(j1 - j0), [&]<int M>(int r) {
+          const long r0 = j0 + r;
+          V acc[M][2];
+          FL_UNROLL for (int i = 0; i < M; ++i) {
+            float* d = dh + (long)(r0 + i) * ldd + jj * 2 * W;
+            acc[i][0] = kc0 ? load(d) : zero();
+            acc[i][1] = kc0 ? load(d + W) : zero();
+          }
+          micro<M, 2>(kc, dzs + r0 * ldz + kc0, ldz, 1, bp, acc);
+          FL_UNROLL for (int i = 0; i < M; ++i) {
+            float* d = dh + (long)(r0 + i) * ldd + jj * 2 * W;
+            store(d, acc[i][0]);
+            store(d + W, acc[i][1]);
+          }
+        });
+      }
+    }
+  };
+  // Threads split the rows (no sync) or the units: sub-step 2k is the elementwise part of step
+  // Teff-1-k for this part's units, 2k+1 its columns of dh_{t-1} over all rows of the step (it
+  // needs every unit's dz). The next step's elementwise part reads only this part's columns of
+  // dh, but a StepTeam orders whole sub-steps: one more sync per step (~0.2-0.5 µs).
+  run_loop(plan, ws.len, N, Hp, 2 * Teff,
+           [&](long r0, long r1) {
+             for (int s = Teff - 1; s >= 0; --s) {
+               const long j1 = std::min<long>(r1, ws.Bs[s]);  // rows [r0, j1) of the step
+               if (j1 <= r0) continue;
+               cell_part(s, r0, j1, 0, Hp);
+               dh_part(s, r0, j1, 0, Hp);
+             }
+           },
+           [&](int k, long u0, long u1) {
+             const int s = Teff - 1 - k / 2;
+             if (k % 2 == 0) cell_part(s, 0, ws.Bs[s], u0, u1);
+             else dh_part(s, 0, ws.Bs[s], u0, u1);
+           });
   for (int j = 0; j < B; ++j) {
     std::memcpy(a.dh0 + (long)ws.perm[j] * H, dh + (long)j * ldd, sizeof(float) * H);
     std::memcpy(a.dc0 + (long)ws.perm[j] * H, dc + (long)j * Hp, sizeof(float) * H);

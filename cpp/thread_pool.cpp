@@ -16,11 +16,6 @@ namespace fastlstm {
 
 namespace {
 
-// Spin this many pauses (~20-40 µs; PAUSE is ~40-140 cycles) before yielding the core: a step's
-// barrier normally completes in a few µs, but when another process holds the core, spinning
-// longer only burns the time slice the late thread needs.
-constexpr int kSpins = 2000;
-
 // How long a call waits for its workers to join before running with those that came. A worker
 // that spins after its last job joins in ~1 µs; a sleeping one needs its core woken, which on a
 // VM whose idle vCPU the hypervisor halted takes 60-250 µs (measured on the 2-core EPYC VM:
@@ -40,14 +35,6 @@ constexpr uint64_t pack_seats(long gen, int seats) {
 constexpr int seats_of(uint64_t v) { return int32_t(uint32_t(v)); }
 constexpr uint32_t gen_of(uint64_t v) { return uint32_t(v >> 32); }
 constexpr int kClosed = -(1 << 20);  // no more seats: the team is formed
-
-inline void cpu_relax() {
-#if defined(__SSE2__)
-  _mm_pause();
-#else
-  std::this_thread::yield();
-#endif
-}
 
 class Pool {
  public:
@@ -193,18 +180,7 @@ Pool& pool() {
 
 }  // namespace
 
-void Team::barrier() {
-  if (n_ <= 1) return;
-  int gen = generation_.load(std::memory_order_acquire);
-  if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
-    count_.store(0, std::memory_order_relaxed);
-    generation_.store(gen + 1, std::memory_order_release);
-    return;
-  }
-  for (int spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
-    if (spins < kSpins) cpu_relax(); else std::this_thread::yield();  // oversubscribed: let others run
-  }
-}
+std::atomic<int> StepTeam::test_delay_us{0};
 
 int parallel_run(int n, const TeamFn& fn, bool dynamic) { return pool().run(n, fn, dynamic); }
 

@@ -1,7 +1,7 @@
 // thread_pool.h: one persistent team of worker threads for the whole process.
 //
-// A kernel call runs fn(tid, team) on `n` participants (the caller is tid 0) and the
-// participants synchronise per time step with team.barrier(), a spinning barrier: the team
+// A kernel call runs fn(tid, team) on `n` participants (the caller is tid 0); a recurrent loop
+// orders its steps with a StepTeam (below), spinning, not sleeping, between steps: the team
 // lives for the whole sequence, no thread is spawned per step (DESIGN.md §4). Only one call
 // uses the team at a time; a concurrent caller (another Python thread) runs single-threaded
 // instead of waiting, so concurrent use is safe and never deadlocks.
@@ -9,8 +9,15 @@
 // and restores its previous MXCSR afterwards.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <functional>
+#include <memory>
+#include <thread>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 namespace fastlstm {
 
@@ -18,12 +25,9 @@ class Team {
  public:
   explicit Team(int n) : n_(n) {}
   int size() const { return n_; }
-  void barrier();
 
  private:
   int n_;
-  alignas(64) std::atomic<int> count_{0};
-  alignas(64) std::atomic<int> generation_{0};
 };
 
 using TeamFn = std::function<void(int tid, Team& team)>;
@@ -31,7 +35,7 @@ using TeamFn = std::function<void(int tid, Team& team)>;
 // Run fn on min(n, available) participants; returns how many ran. The team is the workers
 // that join within a short wait (thread_pool.cpp's kJoinWait), so fn must split its work by
 // team.size(), never by n.
-// dynamic: fn claims its work from a shared counter (no split by tid, no barrier): the caller
+// dynamic: fn claims its work from shared counters (a work queue, or a StepTeam): the caller
 // starts at once with team.size() == n, workers join as they come, and the caller waits only
 // for those that joined.
 int parallel_run(int n, const TeamFn& fn, bool dynamic = false);
@@ -46,6 +50,43 @@ inline void split_range(long total, int parts, int i, long align, long* begin, l
   *end = e * align < total ? e * align : total;
 }
 
+// The steps of a loop split over `parts` parts (hidden units, or blocks of batch rows as one
+// step), without a blocking barrier: part r of step s runs exactly once, after every part of
+// step s-1, preferably on participant r (its weights stay in that core's cache). A participant
+// that has done its own part and finds another part of the step not yet started after
+// kStealPatience runs it itself, and at once on the next step while that owner stays away.
+// So a participant the OS deschedules for a time slice (ms, on a loaded machine) costs the
+// others a step at one-thread speed, not the time slice a barrier would wait for (a units split
+// with a barrier ran 10x slower than one thread at load 7). The owner, when it comes back and
+// finds its part taken, leaves the loop, and the others run its part from then on without
+// waiting: on an oversubscribed machine a participant that came back to catch up and spin-wait
+// for the others took CPU time from them (2 threads at 0.4-0.65x of one at load 8, the worker's
+// part taken in every call). A worker that is already spinning when the loop starts (back-to-back
+// calls) claims its first part in µs, long before kStealPatience. Only a part whose owner is
+// descheduled in its middle is waited for.
+// Per step: one CAS and one release store per part, one acquire load per part (the barrier's
+// cost, ~0.1-0.5 µs between two cores).
+class StepTeam {
+ public:
+  explicit StepTeam(int max_parts) : parts_(new Part[std::max(max_parts, 1)]) {}
+  // Participant `tid` of `parts` (= the team's size) runs fn(s, r) for its share of s = 0..steps-1.
+  template <class F>
+  void run(int tid, int parts, int steps, F&& fn);
+  long steals() const { return steals_.load(std::memory_order_relaxed); }
+  // tests: the participant of the last part sleeps this many µs before step 1 (step 0 of a
+  // one-step run), so the others must run its part (set with _core._set_steal_test_delay)
+  static std::atomic<int> test_delay_us;
+
+ private:
+  struct alignas(64) Part {
+    std::atomic<int> claimed{-1};  // the last step whose part r someone started
+    std::atomic<int> done{-1};     // the last step whose part r is finished
+    std::atomic<bool> left{false}; // its owner has left the loop
+  };
+  std::unique_ptr<Part[]> parts_;
+  std::atomic<long> steals_{0};
+};
+
 // Denormal guard for one scope (sets FTZ/DAZ, restores the caller's MXCSR).
 class DenormalGuard {
  public:
@@ -57,5 +98,65 @@ class DenormalGuard {
 };
 
 int hardware_threads();
+
+// Spin this many pauses (~20-40 µs; PAUSE is ~40-140 cycles) before yielding the core: a step's
+// barrier normally completes in a few µs, but when another process holds the core, spinning
+// longer only burns the time slice the late thread needs.
+constexpr int kSpins = 2000;
+
+inline void cpu_relax() {
+#if defined(__SSE2__)
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+// How long a participant that has done its own part waits for another part's owner to start
+// before running that part itself. The owner normally starts when this one does, so one that
+// has not started after a whole part's time plus this is late: a few times the ~1 µs it takes
+// one core to see another's store, far below a time slice.
+constexpr auto kStealPatience = std::chrono::microseconds(5);
+
+template <class F>
+void StepTeam::run(int tid, int parts, int steps, F&& fn) {
+  using clock = std::chrono::steady_clock;
+  unsigned long stole_last = 0;  // parts (< 64) this participant ran for their owner last step
+  auto claim = [&](int r, int s) {
+    int expect = s - 1;
+    return parts_[r].claimed.compare_exchange_strong(expect, s, std::memory_order_acq_rel);
+  };
+  auto finish = [&](int r, int s) { parts_[r].done.store(s, std::memory_order_release); };
+  for (int s = 0; s < steps; ++s) {  // here every part of step s-1 is done
+    if (s == (steps > 1) && parts > 1 && tid == parts - 1 && test_delay_us.load(std::memory_order_relaxed) > 0)
+      std::this_thread::sleep_for(std::chrono::microseconds(test_delay_us.load()));
+    if (!claim(tid, s)) {  // another participant ran this one's part: it was away, so it leaves
+      parts_[tid].left.store(true, std::memory_order_relaxed);
+      return;
+    }
+    fn(s, tid);
+    finish(tid, s);
+    unsigned long stole = 0;
+    for (int k = 1; k <= parts; ++k) {
+      const int r = (tid + k) % parts;  // the others, then (k = parts) this one's own
+      if (parts_[r].done.load(std::memory_order_acquire) >= s) continue;
+      const bool eager = (r < 64 && (stole_last >> r & 1)) ||  // its owner is away: no patience
+                         parts_[r].left.load(std::memory_order_relaxed);
+      const auto t1 = clock::now();
+      for (int spins = 0; parts_[r].done.load(std::memory_order_acquire) < s; ++spins) {
+        if (r != tid && parts_[r].claimed.load(std::memory_order_relaxed) < s &&
+            (eager || clock::now() - t1 >= kStealPatience) && claim(r, s)) {
+          fn(s, r);
+          finish(r, s);
+          steals_.fetch_add(1, std::memory_order_relaxed);
+          if (r < 64) stole |= 1ul << r;
+          break;
+        }
+        if (spins < kSpins) cpu_relax(); else std::this_thread::yield();  // oversubscribed: let others run
+      }
+    }
+    stole_last = stole;
+  }
+}
 
 }  // namespace fastlstm

@@ -360,14 +360,17 @@ def test_infinite_inputs_follow_the_reference(isa, where, sign, fused, native, c
 
 @pytest.mark.parametrize("T,B,I,H,expect", [
     (3, 4, 2, 20, "serial"),      # tiny: a worker's wake-up would cost more than the work
-    (24, 32, 1, 50, "serial"),    # 25 MFLOP forward: under 2e7 FLOPs per thread
+    (50, 1, 4, 64, "serial"),     # a 33 kFLOP step: under kUnitsStepFlops
+    (20, 1, 1, 100, "serial"),    # 0.1 MFLOP steps, but a 2 MFLOP loop: under kUnitsLoopFlops
+    (24, 32, 1, 50, "units"),     # 1 MFLOP steps, 20 MFLOP loop: under 2e7 FLOPs per thread for rows
+    (50, 1, 8, 256, "units"),     # one row, 0.5 MFLOP steps (a GEMV of W_hh per step)
     (2, 16, 8, 512, "rows"),      # 8+ rows per thread, 34 MFLOP per thread, weights cached
-    (2, 1, 4, 768, "units"),      # one row: a 4.7 MFLOP step split over the units
+    (3, 1, 4, 768, "units"),      # one row: a 4.7 MFLOP step split over the units
 ])
 def test_automatic_thread_split_rule(T, B, I, H, expect, native, core, rng):
     """plan_loop's rule with 2 threads and no forced policy, forward and backward (the path taken
     is what the kernels report), and the results still match the reference."""
-    args = random_problem(rng, T, B, I, H, dtype=np.float32)
+    args = random_problem(rng, T, B, I, H, dtype=np.float32, scale=0.1)  # 0.5 is chaotic over 50 steps at H = 256
     old_split, old_threads = core._set_split("auto"), fastlstm.get_num_threads()
     try:
         fastlstm.set_num_threads(2)
@@ -385,6 +388,48 @@ def test_automatic_thread_split_rule(T, B, I, H, expect, native, core, rng):
     gr = ref.lstm_backward(np.ones_like(yr), z, z, ws, a64[0], a64[1], a64[2], a64[4], a64[5], None, False)
     for g, w in zip(grads, gr):
         assert np.abs(g - w).max() <= 1e-4 * max(np.abs(w).max(), 1e-30)
+
+
+@pytest.mark.parametrize("isa", NATIVE_ISAS)
+@pytest.mark.parametrize("split", ["rows", "units"])
+@pytest.mark.parametrize("T,B,I,H,lens,rev", [
+    (6, 1, 3, 257, False, False), (5, 3, 17, 150, True, True), (7, 5, 1, 130, True, False), (2, 1, 40, 300, False, True)])
+def test_split_runs_a_late_threads_parts(isa, split, T, B, I, H, lens, rev, native, core, rng):
+    """The loops' StepTeam: the last thread sleeps before step 1 (units split; sub-step 1 in
+    backward) or before its block of rows (rows split), the caller runs its parts instead; the
+    result is the reference's on every ISA. One row cannot be split by rows: units then."""
+    if isa not in core.supported_isas():
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    args = random_problem(rng, T, B, I, H, dtype=np.float32, scale=0.3)
+    lengths = random_lengths(rng, T, B) if lens else None
+    a64 = [a.astype(np.float64) for a in args]
+    yr, hr, cr, ws = ref.lstm_forward(*a64, lengths, rev, True)
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    gr = ref.lstm_backward(dy.astype(np.float64), np.zeros_like(hr), np.zeros_like(cr), ws, a64[0], a64[1], a64[2],
+                           a64[4], a64[5], lengths, rev)
+    expect = split if B >= 2 else "units"
+    old_split, old_threads = core._set_split(split), fastlstm.get_num_threads()
+    old_delay = core._set_steal_test_delay(3000)
+    stolen = {"forward": 0, "backward": 0}
+    try:
+        fastlstm.set_num_threads(2)
+        for _ in range(3):  # a stall of the caller itself could let the sleeper come back in time
+            with native.use_isa(isa):
+                y, hT, cT, tape = fastlstm.lstm_forward(*args, lengths, reverse=rev, training=True, backend="native")
+                assert core._last_split() == expect
+                stolen["forward"] += core._last_steals()
+                grads = fastlstm.lstm_backward(dy, None, None, tape)
+                assert core._last_split() == expect
+                stolen["backward"] += core._last_steals()
+            for got, want in ((y, yr), (hT, hr), (cT, cr)):
+                assert np.all(np.abs(got - want) <= 2e-5 + 1e-5 * np.abs(want))
+            for g, w in zip(grads, gr):
+                assert np.abs(g - w).max() <= 1e-4 * max(np.abs(w).max(), 1e-30)
+    finally:
+        core._set_steal_test_delay(old_delay)
+        core._set_split(old_split)
+        fastlstm.set_num_threads(old_threads)
+    assert stolen["forward"] > 0 and stolen["backward"] > 0, stolen
 
 
 @pytest.mark.parametrize("isa", NATIVE_ISAS)
