@@ -467,8 +467,8 @@ def test_native_backward_does_not_read_unused_arguments(core, rng):
 # down at the next job and run the first job's function, destroyed by then (a segfault in a long
 # seq2seq training run under load). Busy processes make that descheduling likely.
 
-def _spin(stop):
-    while not stop.is_set():
+def _spin(stop, parent):
+    while not stop.is_set() and os.getppid() == parent:  # also ends if the test process dies
         pass
 
 
@@ -476,7 +476,7 @@ def _spin(stop):
 def test_pool_worker_never_runs_another_jobs_function(core, dynamic):
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
-    hogs = [ctx.Process(target=_spin, args=(stop,), daemon=True) for _ in range(2)]
+    hogs = [ctx.Process(target=_spin, args=(stop, os.getpid()), daemon=True) for _ in range(2)]
     for h in hogs:
         h.start()
     wrong = ran = jobs = 0
