@@ -875,26 +875,38 @@ static void dx_dots(long N, long I, long G, const float* dZ, long ldz, const flo
   });
 }
 
-// [X | H_prev] as the B operand of [dW_ih | dW_hh] = dZᵀ·[X | H_prev]: K = N compact rows,
-// I + H columns in 4W-wide panels; X row n is x row src[n] (src null: n).
-static void pack_xh(const float* x, long I, const long* src, const float* hp, long ldh, long H, long N, float* out,
-                    int threads) {
+// d[0..n) = s[0..n) as whole vectors and one masked tail: inline, where a memcpy call per run
+// cost more than the copy (pack_xh's runs are 1-64 floats).
+static inline void copy_floats(float* d, const float* s, long n) {
+  long k = 0;
+  for (; k + W <= n; k += W) store(d + k, load(s + k));
+  if (k < n) store_n(d + k, load_n(s + k, (int)(n - k)), (int)(n - k));
+}
+
+// [X | H_prev | 1] as the B operand of [dW_ih | dW_hh | db] = dZᵀ·[X | H_prev | 1]: K = N
+// compact rows, I + H (+ 1 with ones) columns in 4W-wide panels; X row n is x row src[n]
+// (src null: n). The column of ones gives db = Σ_n dz_n from the same GEMM (used where the
+// last vector has a free lane, see lstm_backward).
+static void pack_xh(const float* x, long I, const long* src, const float* hp, long ldh, long H, bool ones, long N,
+                    float* out, int threads) {
   constexpr long NR = 4 * W;
-  const long cols = I + H;
+  const long cols = I + H + (ones ? 1 : 0);
   for_panels((cols + NR - 1) / NR, N * cols, threads, [&](long j) {
     float* o = out + j * N * NR;
     const long c0 = j * NR;
     // this panel's columns [c0, c0 + NR): nx of x from column c0, then nh of h_{t-1} from
-    // column hc0, then zeros (copied as runs: a column-at-a-time loop took 7% of the backward at
-    // (50,32,200,200))
+    // column hc0, then the ones column if it falls here, then zeros
     const long nx = std::max<long>(0, std::min<long>(NR, I - c0));
     const long hc0 = std::max<long>(0, c0 - I);
     const long nh = std::max<long>(0, std::min<long>(NR - nx, H - hc0));
+    const long n1 = ones && I + H >= c0 && I + H < c0 + NR ? 1 : 0;
     for (long n = 0; n < N; ++n) {
       float* on = o + n * NR;
-      if (nx) std::memcpy(on, x + (src ? src[n] : n) * I + c0, sizeof(float) * nx);
-      if (nh) std::memcpy(on + nx, hp + n * ldh + hc0, sizeof(float) * nh);
-      if (nx + nh < NR) std::memset(on + nx + nh, 0, sizeof(float) * (NR - nx - nh));
+      // zeros first, then the runs over them (a run's masked tail leaves the lanes after it)
+      if (nx + nh + n1 < NR) FL_UNROLL for (int v = 0; v < 4; ++v) store(on + v * W, zero());
+      if (nx) copy_floats(on, x + (src ? src[n] : n) * I + c0, nx);
+      if (nh) copy_floats(on + nx, hp + n * ldh + hc0, nh);
+      if (n1) on[nx + nh] = 1.f;
     }
   });
 }
@@ -912,7 +924,7 @@ static void lstm_backward(const BackwardArgs& a) {
   std::vector<int> rows = compact_gate_rows(H);
 
   // W_hh as the B operand of dz·W_hh: K = 4H compact gate rows, ldd columns, 2W-wide panels;
-  // dh rows are ldd = Hp rounded up to 2W long, so the last panel needs no tail case
+  // dh rows are ldd = Hp rounded up to 2W long (a last panel past Hp computes one vector)
   const long ldd = (Hp + 2 * W - 1) / (2 * W) * (2 * W);
   float* Whh_b = scratch(S_WHHB, (size_t)Gz * ldd);
   pack_rows(a.W_hh, H, Gz, ldd, H, rows.data(), 2 * W, Whh_b, a.threads);
@@ -965,20 +977,18 @@ static void lstm_backward(const BackwardArgs& a) {
       const long kc = std::min<long>(KCS, Gz - kc0);
       for (long jj = u0 / (2 * W); jj < (u1 + 2 * W - 1) / (2 * W); ++jj) {
         const float* bp = Whh_b + jj * Gz * 2 * W + kc0 * 2 * W;
-        for_tiles<MR2>((int)(j1 - j0), [&]<int M>(int r) {
-          const long r0 = j0 + r;
-          V acc[M][2];
-          FL_UNROLL for (int i = 0; i < M; ++i) {
-            float* d = dh + (long)(r0 + i) * ldd + jj * 2 * W;
-            acc[i][0] = kc0 ? load(d) : zero();
-            acc[i][1] = kc0 ? load(d + W) : zero();
-          }
-          micro<M, 2>(kc, dzs + r0 * ldz + kc0, ldz, 1, bp, acc);
-          FL_UNROLL for (int i = 0; i < M; ++i) {
-            float* d = dh + (long)(r0 + i) * ldd + jj * 2 * W;
-            store(d, acc[i][0]);
-            store(d + W, acc[i][1]);
-          }
+        // a panel past Hp computes its first vector only: H = 100 on AVX-512 (Hp = 112 in
+        // 2W = 32-unit panels) would otherwise compute 128 columns, 14% of them for nothing
+        with_rows<2>(jj * 2 * W + W < Hp ? 2 : 1, [&]<int NV>() {
+          for_tiles<MR2>((int)(j1 - j0), [&]<int M>(int r) {
+            const long r0 = j0 + r;
+            V acc[M][NV];
+            FL_UNROLL for (int i = 0; i < M; ++i) FL_UNROLL for (int v = 0; v < NV; ++v)
+              acc[i][v] = kc0 ? load(dh + (long)(r0 + i) * ldd + jj * 2 * W + v * W) : zero();
+            micro<M, NV>(kc, dzs + r0 * ldz + kc0, ldz, 1, bp, acc, 2 * W);
+            FL_UNROLL for (int i = 0; i < M; ++i) FL_UNROLL for (int v = 0; v < NV; ++v)
+              store(dh + (long)(r0 + i) * ldd + jj * 2 * W + v * W, acc[i][v]);
+          });
         });
       }
     }
@@ -1028,18 +1038,25 @@ static void lstm_backward(const BackwardArgs& a) {
       for (long n = 0; n < N; ++n) std::memcpy(a.dx + src[n] * I, dXc + n * I, sizeof(float) * I);
     }
   }
-  // [dW_ih | dW_hh] = dZᵀ · [X | H_prev] in one GEMM (A = dZᵀ: ars = 1, acs = ldz), so dZᵀ is
-  // packed once; I + H columns padded once (padded separately, I = 1 cost a whole zero panel)
+  // [dW_ih | dW_hh | db] = dZᵀ · [X | H_prev | 1] in one GEMM (A = dZᵀ: ars = 1, acs = ldz), so
+  // dZᵀ is packed once; I + H columns padded once (padded separately, I = 1 cost a whole zero
+  // panel). The ones column rides in the last vector's padding when it has a free lane (db then
+  // costs nothing); else db is a sum over dZ's rows (a whole vector more of the GEMM is dearer).
   {
-    const long ldw = (I + H + 4 * W - 1) / (4 * W) * (4 * W);
+    const bool ones = (I + H) % W != 0;
+    const long ldw = (I + H + (ones ? 1 : 0) + 4 * W - 1) / (4 * W) * (4 * W);
     float* XHb = scratch(S_XB, (size_t)std::max<long>(N, 1) * ldw);
-    pack_xh(a.x, I, src, ws.hprev.get(), ws.ldh, H, N, XHb, a.threads);
-    float* dWc = scratch(S_DWI, (size_t)Gz * ldw);  // (4H, ldw): dW_ih | dW_hh, compact rows
-    Gemm4::run(Gz, I + H, N, dZ, 1, ldz, XHb, dWc, ldw, nullptr, false, a.threads);
+    pack_xh(a.x, I, src, ws.hprev.get(), ws.ldh, H, ones, N, XHb, a.threads);
+    float* dWc = scratch(S_DWI, (size_t)Gz * ldw);  // (4H, ldw): dW_ih | dW_hh | db, compact rows
+    Gemm4::run(Gz, I + H + (ones ? 1 : 0), N, dZ, 1, ldz, XHb, dWc, ldw, nullptr, false, a.threads);
     std::vector<float> dbp(Gz, 0.f);
-    for (long n = 0; n < N; ++n) {
-      const float* z = dZ + n * ldz;
-      for (long r = 0; r < Gz; ++r) dbp[r] += z[r];
+    if (ones) {
+      for (long r = 0; r < Gz; ++r) dbp[r] = dWc[r * ldw + I + H];
+    } else {
+      for (long n = 0; n < N; ++n) {
+        const float* z = dZ + n * ldz;
+        for (long r = 0; r < Gz; ++r) dbp[r] += z[r];
+      }
     }
     for (long r = 0; r < Gz; ++r) {
       std::memcpy(a.dW_ih + (long)rows[r] * I, dWc + r * ldw, sizeof(float) * I);
