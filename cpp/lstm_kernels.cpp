@@ -372,14 +372,28 @@ static Order make_order(int T, int B, const int64_t* lengths, bool reverse) {
   return o;
 }
 
-// Gate-interleaved index r = p·4U + q·U + u  ->  row q·H + p·U + u of a PyTorch (4H, ·) weight.
+// The last panel of units when it holds ny <= W/4 real ones (H = 50, 100 on AVX-512): its four
+// gates fit one vector, [i | f | g | o] as 4 runs of ny lanes, so the recurrent tile computes one
+// vector there instead of four and activates one instead of four (fwd_tile_tail). At H = 50
+// the last of 4 panels holds 2 units: 19% of the forward's multiply-adds and of its
+// activations went to padding. AVX2 and AVX-512 only (the gates are spread by a lane permute).
+static inline int tail_units(int H) {
+  const int ny = H % W;
+  return W >= 8 && ny > 0 && ny <= W / 4 ? ny : 0;
+}
+
+// Gate-interleaved index r = p·4U + q·U + u  ->  row q·H + p·U + u of a PyTorch (4H, ·) weight
+// (-1: a zero column). A tail panel (tail_units) holds its gates as 4 runs of ny in its first
+// vector, its other three vectors are zero.
 static std::vector<int> gate_rows(int H, int Hp) {
-  std::vector<int> m(4 * (size_t)Hp);
+  std::vector<int> m(4 * (size_t)Hp, -1);
+  const int ny = tail_units(H);
   for (int p = 0; p < Hp / W; ++p)
     for (int q = 0; q < 4; ++q)
       for (int u = 0; u < W; ++u) {
-        int unit = p * W + u;
-        m[p * 4 * W + q * W + u] = unit < H ? q * H + unit : -1;
+        const int unit = p * W + u;
+        if (unit >= H) continue;
+        m[p * 4 * W + (ny && p == H / W ? q * ny : q * W) + u] = q * H + unit;
       }
   return m;
 }
@@ -540,6 +554,21 @@ static inline void cell(V (&z)[4], V c_prev, V& c, V& h) {
   h = mul(z[3], tanh_(c));                   // h_t = o ⊙ tanh(c_t)
 }
 
+#if defined(__AVX2__)
+// The same cell on a tail panel's one vector zt = [i | f | g | o] (4 runs of ny <= W/4 lanes):
+// σ and tanh of the whole vector, each gate then permuted to lanes 0..ny-1 of z[q], the layout
+// cell() leaves (the backward reads it).
+static inline void cell_tail(V zt, int ny, V c_prev, V (&z)[4], V& c, V& h) {
+  const V sg = sigmoid(zt), th = tanh_(zt);
+  alignas(64) int32_t idx[4][W];
+  for (int q = 0; q < 4; ++q)
+    for (int l = 0; l < W; ++l) idx[q][l] = q * ny + std::min(l, ny - 1);
+  z[0] = permute(sg, idx[0]); z[1] = permute(sg, idx[1]); z[2] = permute(th, idx[2]); z[3] = permute(sg, idx[3]);
+  c = fmadd(z[1], c_prev, mul(z[0], z[2]));
+  h = mul(z[3], tanh_(c));
+}
+#endif
+
 // Its backward on the same vector of units (DESIGN.md §1): z holds the activated gates i, f, g, o
 // that forward kept, dh = dy_t + the next step's dh_{t-1}. dz gets the pre-activation gradients
 // [di, df, dg, do]; dc comes in as the next step's dc_{t-1} and leaves as this step's.
@@ -557,8 +586,44 @@ static inline void cell_backward(const V (&z)[4], V c, V c_prev, V dh, V& dc, V 
   dc = mul(dct, f);                                        // dc_{t-1}
 }
 
+#if defined(__AVX2__)
+// fwd_tile for a tail panel p (tail_units): one vector of z per row, the gates of ny units.
+template <int MR>
+static inline void fwd_tile_tail(const FwdStep& s, long p, long r0, int ny) {
+  const long G = 4 * s.Hp;
+  V acc[MR][1];
+  if (s.x) {
+    FL_UNROLL for (int i = 0; i < MR; ++i) acc[i][0] = load(s.bias + p * 4 * W);
+    micro<MR, 1>(s.I, s.x + r0 * s.I, s.I, 1, s.Wip + p * s.I * 4 * W, acc, 4 * W);
+  } else {
+    FL_UNROLL for (int i = 0; i < MR; ++i) acc[i][0] = load(s.zx + (r0 + i) * G + p * 4 * W);
+  }
+  micro<MR, 1>(s.H, s.hprev + r0 * s.ldh, s.ldh, 1, s.Whp + p * s.Hp * 4 * W, acc, 4 * W);
+  const long u0 = p * W;
+  FL_UNROLL for (int i = 0; i < MR; ++i) {
+    const long row = r0 + i;
+    float* cp = s.c + row * s.Hp + u0;
+    V z[4], c, h;
+    cell_tail(acc[i][0], ny, load(cp), z, c, h);
+    c = first_n(c, ny);  // padded units stay exactly 0 (see fwd_tile)
+    h = first_n(h, ny);
+    store(cp, c);
+    if (row < s.rows_next) store(s.hnext + row * s.ldh + u0, h);
+    if (s.cout) {
+      float* g = s.zx + row * G + p * 4 * W;
+      FL_UNROLL for (int q = 0; q < 4; ++q) store(g + q * W, z[q]);
+      store(s.cout + row * s.Hp + u0, c);
+    }
+    store_n(s.y + s.src[row] * s.H + u0, h, ny);
+  }
+}
+#endif
+
 template <int MR>
 static inline void fwd_tile(const FwdStep& s, long p, long r0) {
+#if defined(__AVX2__)
+  if (const int ny = tail_units((int)s.H); ny && p == s.H / W) return fwd_tile_tail<MR>(s, p, r0, ny);
+#endif
   const long G = 4 * s.Hp;
   V acc[MR][4];
   if (s.x) {  // z = b + x_t·W_ihᵀ + h_{t-1}·W_hhᵀ, all in registers
@@ -793,6 +858,22 @@ template <int MR>
 static inline void step_tile(const Packed& P, const float* x, const float* hprev, float* h, float* c,
                              long p, long r0) {
   const long H = P.H;
+#if defined(__AVX2__)
+  if (const int ny = tail_units((int)H); ny && p == H / W) {  // a tail panel (see fwd_tile_tail)
+    V acc[MR][1];
+    FL_UNROLL for (int i = 0; i < MR; ++i) acc[i][0] = load(P.bias + p * 4 * W);
+    micro<MR, 1>(P.I, x + r0 * P.I, P.I, 1, P.Wih + p * P.I * 4 * W, acc, 4 * W);
+    micro<MR, 1>(H, hprev + r0 * H, H, 1, P.Whh + p * P.Hp * 4 * W, acc, 4 * W);
+    FL_UNROLL for (int i = 0; i < MR; ++i) {
+      float* cp = c + (r0 + i) * H + p * W;
+      V z[4], cv, hv;
+      cell_tail(acc[i][0], ny, load_n(cp, ny), z, cv, hv);
+      store_n(cp, cv, ny);
+      store_n(h + (r0 + i) * H + p * W, hv, ny);
+    }
+    return;
+  }
+#endif
   V acc[MR][4];
   input_part<MR>(acc, P.bias, x, P.I, P.Wih, p, r0);
   micro<MR, 4>(H, hprev + r0 * H, H, 1, P.Whh + p * P.Hp * 4 * W, acc);  // rows k >= H are 0

@@ -48,6 +48,8 @@ inline V pow2i(V n) {
 inline float hsum(V a) { return _mm512_reduce_add_ps(a.v); }
 // lanes >= n become +0 (a select, not a product: inf or NaN there still gives 0)
 inline V first_n(V a, int n) { return {_mm512_maskz_mov_ps((__mmask16)((1u << n) - 1), a.v)}; }
+// lane l of the result is lane idx[l] of a
+inline V permute(V a, const int32_t* idx) { return {_mm512_permutexvar_ps(_mm512_loadu_si512(idx), a.v)}; }
 
 #elif defined(__AVX2__) && defined(__FMA__)
 struct V { __m256 v; };
@@ -60,6 +62,9 @@ inline V load(const float* p) { return {_mm256_loadu_ps(p)}; }
 inline void store(float* p, V a) { _mm256_storeu_ps(p, a.v); }
 inline V load_n(const float* p, int n) { return {_mm256_maskload_ps(p, tail_mask(n))}; }
 inline V first_n(V a, int n) { return {_mm256_and_ps(a.v, _mm256_castsi256_ps(tail_mask(n)))}; }
+inline V permute(V a, const int32_t* idx) {
+  return {_mm256_permutevar8x32_ps(a.v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx)))};
+}
 inline void store_n(float* p, V a, int n) { _mm256_maskstore_ps(p, tail_mask(n), a.v); }
 inline V set1(float x) { return {_mm256_set1_ps(x)}; }
 inline V zero() { return {_mm256_setzero_ps()}; }
