@@ -166,6 +166,7 @@ struct KernelTable {
   void (*eval_tanh)(const float* x, float* y, long n);
   void (*eval_exp)(const float* x, float* y, long n);
   double (*fma_peak)(int threads, double seconds);  // GFLOP/s
+  int (*tail_units)(int H);                          // units of a one-vector tail panel, or 0
   void (*release_scratch)();                         // free this thread's scratch buffers
 };
 

@@ -1200,7 +1200,7 @@ const KernelTable* FL_CAT_TABLE() {
       FASTLSTM_ISA::pack_weights, FASTLSTM_ISA::lstm_forward_packed, FASTLSTM_ISA::lstm_step,
       FASTLSTM_ISA::gemm_rowmajor, FASTLSTM_ISA::eval<FASTLSTM_ISA::sigmoid>,
       FASTLSTM_ISA::eval<FASTLSTM_ISA::tanh_>, FASTLSTM_ISA::eval<FASTLSTM_ISA::exp_>, FASTLSTM_ISA::fma_peak,
-      FASTLSTM_ISA::release_scratch};
+      FASTLSTM_ISA::tail_units, FASTLSTM_ISA::release_scratch};
   return &t;
 }
 

@@ -154,6 +154,59 @@ def _check_forward_paths(isa, fused, split, T, B, I, H, lens, rev, parallel, nat
         fastlstm.set_num_threads(old_threads)
 
 
+@pytest.mark.parametrize("isa", NATIVE_ISAS)
+@pytest.mark.parametrize("fused", [True, False])
+def test_tail_panel_matches_reference(isa, fused, native, core, rng):
+    """A last panel of ny <= W/4 units computes its four gates as one vector (AVX2, AVX-512):
+    H = k·W + ny for every ny up to W/4 + 1 (the first that does not) proves which H take the
+    path, and forward (inference, training, prepacked, streaming steps) and backward match the
+    reference at 1 thread and at 2 threads splitting the units (the tail panel in one part)."""
+    if isa not in core.supported_isas():
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    with native.use_isa(isa):
+        W = core.vector_width()
+    old_rows, old_split, old_threads = core._set_fuse_rows(0 if fused else 1 << 30), core._set_split("units"), \
+        fastlstm.get_num_threads()
+    try:
+        k = max(1, 48 // W)  # steps big enough for the forced units split, 2 parts
+        for H in sorted({k * W + ny for ny in range(1, W // 4 + 2)} | {2}):
+            ny = H % W
+            with native.use_isa(isa):
+                assert core._tail_units(H) == (ny if W >= 8 and 0 < ny <= W // 4 else 0)
+            T, B, I = 4, 16, 3
+            args = random_problem(rng, T, B, I, H, dtype=np.float32, scale=0.6, state=True)
+            lengths = random_lengths(rng, T, B)
+            a64 = [a.astype(np.float64) for a in args]
+            yr, hr, cr, ws = ref.lstm_forward(*a64, lengths, False, True)
+            dy = rng.standard_normal((T, B, H)).astype(np.float32)
+            gr = ref.lstm_backward(dy.astype(np.float64), np.zeros_like(hr), np.zeros_like(cr), ws, a64[0], a64[1],
+                                   a64[2], a64[4], a64[5], lengths, False)
+            for threads in (1, 2):
+                fastlstm.set_num_threads(threads)
+                with native.use_isa(isa):
+                    y, hT, cT, tape = fastlstm.lstm_forward(*args, lengths, training=True, backend="native")
+                    assert native.last_isa() == isa and core._last_fused() is fused
+                    assert core._last_split() == ("units" if threads > 1 and H > 2 else "serial")
+                    grads = fastlstm.lstm_backward(dy, None, None, tape)
+                    pk = fastlstm.prepack(*args[1:4], backend="native")
+                    yp, hp, cp = pk.forward(args[0], args[4], args[5], lengths)
+                for got, want in ((y, yr), (hT, hr), (cT, cr), (yp, yr), (hp, hr), (cp, cr)):
+                    assert np.all(np.abs(got - want) <= 2e-5 + 1e-5 * np.abs(want))
+                for g, w in zip(grads, gr):
+                    assert np.abs(g - w).max() <= 1e-4 * max(np.abs(w).max(), 1e-30)
+            # streaming steps of the same weights, full-length rows
+            h, c = args[4].copy(), args[5].copy()
+            with native.use_isa(isa):
+                for t in range(T):
+                    pk.step(args[0][t], h, c)
+            y2, h2, c2 = ref.lstm_forward(*a64, None, False, False)[:3]
+            assert np.all(np.abs(h - h2) <= 2e-5 + 1e-5 * np.abs(h2)) and np.all(np.abs(c - c2) <= 2e-5 + 1e-5 * np.abs(c2))
+    finally:
+        core._set_fuse_rows(old_rows)
+        core._set_split(old_split)
+        fastlstm.set_num_threads(old_threads)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3, 5])
 def test_thread_counts_agree(threads, native, rng):
     T, B, I, H = 9, 11, 13, 70  # H spans several per-thread slices
