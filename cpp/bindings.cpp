@@ -396,6 +396,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("_set_steal_test_delay", [](int us) { return StepTeam::test_delay_us.exchange(us); }, py::arg("us"),
         "tests: the last thread of a units split sleeps us µs before step 1 (0: off); returns the previous");
   m.def("_last_fused", [] { return g_last_fused.load(); }, "whether the last forward fused the input projection");
+  m.def("_set_wait_share", [](float v) { return g_wait_share.exchange(v); }, py::arg("share"),
+        "tests: set the moving average of split loops' waiting share (contention); returns the previous");
   m.def("_tail_units", [](int H) { return active_table()->tail_units(H); }, py::arg("H"),
         "units in the last panel that the active ISA's forward computes as one vector of four gates (0: none)");
   m.def("_gemm", [](py::array A, py::array Bm) {

@@ -28,6 +28,8 @@ std::atomic<bool> g_last_fused{false};
 std::atomic<int> g_split{0};
 std::atomic<int> g_last_split{0};
 std::atomic<long> g_last_steals{0};
+std::atomic<float> g_wait_share{0.f};
+std::atomic<unsigned> g_contended_loops{0};
 
 static bool runnable(const KernelTable* t) {
   const CpuFeatures& f = cpu_features();

@@ -183,6 +183,11 @@ extern std::atomic<int> g_last_split;
 // how many parts the last recurrent loop (forward or backward) split over threads ran for a
 // late owner (StepTeam)
 extern std::atomic<long> g_last_steals;
+// Contention (plan_loop, run_loop): a moving average of the share of a split loop's time its
+// caller spent waiting for parts that another thread had started, and a count of the loops
+// planned while that share was high.
+extern std::atomic<float> g_wait_share;
+extern std::atomic<unsigned> g_contended_loops;
 
 // dispatch.cpp
 std::vector<const KernelTable*> compiled_tables();   // every ISA in this build, best first

@@ -132,6 +132,22 @@ static inline void for_tiles(int rows, F&& f) {
 // which a worker's wake-up does not eat up.
 constexpr long kPackFloatsPerThread = 1L << 18;
 
+// Contention. A thread of a split loop that the OS (or, on a VM, the hypervisor) deschedules in
+// the middle of its part makes the others wait for the rest of its time slice: steals cannot
+// help with a part already started. With one busy process on the other core of the 2-core
+// EPYC, 2 threads ran (50,32,1,50) training 0.87x and (100,32,10,100) backward 0.72x as fast
+// as one. The caller's waiting share of a split loop measures it: median 1-3% and 90th
+// percentile 2-5% on a quiet machine, 90th percentile 47-82% beside the busy process. Its
+// moving average (weight kWaitShareWeight per split loop) above kContendedShare halves the
+// threads of the automatic rule; every kProbeEvery-th loop still runs split to see whether
+// the contention has gone (from a share of 0.3 back under 0.15 in ~7 quiet probes). The
+// GEMMs and packing copies of the same calls halve their threads too (a work item started by
+// a descheduled worker holds up the call the same way).
+constexpr float kContendedShare = 0.15f;
+constexpr float kWaitShareWeight = 0.1f;
+constexpr unsigned kProbeEvery = 16;
+static inline bool contended() { return g_wait_share.load(std::memory_order_relaxed) > kContendedShare; }
+
 // Items 0..count-1 handed out one at a time to whoever of a dynamic team asks
 // (parallel_run(..., true)): a thread that joins late, or is descheduled on a loaded machine,
 // leaves its share to the others instead of holding up the call.
@@ -145,7 +161,8 @@ static void for_items(long count, int threads, F&& fn) {
 
 template <class F>
 static void for_panels(long panels, long work, int threads, F&& fn) {
-  for_items(panels, (int)std::min<long>(threads, std::max<long>(1, work / kPackFloatsPerThread)), fn);
+  const int n = (int)std::min<long>(threads, std::max<long>(1, work / kPackFloatsPerThread));
+  for_items(panels, contended() ? std::max(1, n / 2) : n, fn);
 }
 
 #if defined(__AVX2__)
@@ -227,7 +244,8 @@ static void pack_rows(const float* Wm, long ldw, long K, long N, long Nvalid, co
 // pulling the operands into its cache costs a few µs; 2 MFLOP is ~15 µs on one Zen 4 core.
 constexpr double kGemmFlopsPerThread = 2e6;
 static int gemm_threads(int threads, double flops) {
-  return (int)std::max(1.0, std::min<double>(threads, flops / kGemmFlopsPerThread));
+  const int n = (int)std::max(1.0, std::min<double>(threads, flops / kGemmFlopsPerThread));
+  return contended() ? std::max(1, n / 2) : n;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -493,6 +511,9 @@ static LoopPlan plan_loop(int threads, const std::vector<int>& Bs, long B, long 
       plan = {threads, true};
     else if (step_flops >= kUnitsStepFlops && loop_flops >= kUnitsLoopFlops && max_units > 1)
       plan = {std::min(threads, max_units), false};
+    if (plan.threads > 1 && contended() &&
+        g_contended_loops.fetch_add(1, std::memory_order_relaxed) % kProbeEvery != 0)
+      plan.threads /= 2;
   }
   g_last_split.store(plan.threads <= 1 ? 0 : plan.by_rows ? 1 : 2, std::memory_order_relaxed);
   return plan;
@@ -690,6 +711,7 @@ template <class Rows, class Units>
 static void run_loop(const LoopPlan& plan, const std::vector<int>& len, long N, long Hp, int substeps, Rows&& rows,
                      Units&& units) {
   StepTeam team(plan.threads);
+  const auto t0 = std::chrono::steady_clock::now();
   parallel_run(plan.threads, [&](int tid, Team& t) {
     const int parts = t.size();
     if (parts == 1) {
@@ -709,6 +731,12 @@ static void run_loop(const LoopPlan& plan, const std::vector<int>& len, long N, 
     }
   }, true);
   g_last_steals.store(team.steals(), std::memory_order_relaxed);
+  if (plan.threads > 1 && g_split.load(std::memory_order_relaxed) == 0) {  // the automatic rule's loops
+    const double dt = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+    const float share = (float)std::min(1.0, team.caller_wait_ns() / std::max(dt, 1.0));
+    const float avg = g_wait_share.load(std::memory_order_relaxed);
+    g_wait_share.store(avg + kWaitShareWeight * (share - avg), std::memory_order_relaxed);  // racy by design: a hint
+  }
 }
 
 // The forward loop's buffers (internal row order, see Order).
