@@ -396,8 +396,34 @@ PYBIND11_MODULE(_core, m) {
   m.def("_set_steal_test_delay", [](int us) { return StepTeam::test_delay_us.exchange(us); }, py::arg("us"),
         "tests: the last thread of a units split sleeps us µs before step 1 (0: off); returns the previous");
   m.def("_last_fused", [] { return g_last_fused.load(); }, "whether the last forward fused the input projection");
-  m.def("_set_wait_share", [](float v) { return g_wait_share.exchange(v); }, py::arg("share"),
-        "tests: set the moving average of split loops' waiting share (contention); returns the previous");
+  m.def("_set_split_adaptive", [](bool on) { return g_split_adaptive.exchange(on); }, py::arg("on"),
+        "whether loops the rule splits are timed and run split or on one thread, the faster (default "
+        "true; false: the static rule alone); returns the previous");
+  m.def("_split_timings", [] {
+    std::lock_guard<std::mutex> lk(g_split_timing_mu);
+    py::list out;
+    for (const SplitTiming& e : g_split_timings) {
+      if (!e.key) continue;
+      const uint64_t k = e.key - 1;
+      py::dict d;
+      d["kind"] = (k & 1) ? "backward" : "forward";
+      d["split"] = (k >> 1 & 1) ? "rows" : "units";
+      d["threads"] = (int)(k >> 2 & 255);
+      d["B"] = (long)(k >> 10 & 0xFFFFFF);
+      d["Hp"] = (long)(k >> 34);
+      d["ns_serial"] = e.ns[0];
+      d["ns_split"] = e.ns[1];
+      d["runs_serial"] = e.runs[0];
+      d["runs_split"] = e.runs[1];
+      out.append(d);
+    }
+    return out;
+  }, "the measured choice's timings: per loop kind and size, ns per compact row-step with one thread and split");
+  m.def("_reset_split_timings", [] {
+    std::lock_guard<std::mutex> lk(g_split_timing_mu);
+    for (SplitTiming& e : g_split_timings) e = SplitTiming{};
+    g_prefer_serial.store(false);
+  }, "forget the measured choice's timings");
   m.def("_tail_units", [](int H) { return active_table()->tail_units(H); }, py::arg("H"),
         "units in the last panel that the active ISA's forward computes as one vector of four gates (0: none)");
   m.def("_gemm", [](py::array A, py::array Bm) {

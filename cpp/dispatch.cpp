@@ -28,8 +28,10 @@ std::atomic<bool> g_last_fused{false};
 std::atomic<int> g_split{0};
 std::atomic<int> g_last_split{0};
 std::atomic<long> g_last_steals{0};
-std::atomic<float> g_wait_share{0.f};
-std::atomic<unsigned> g_contended_loops{0};
+std::mutex g_split_timing_mu;
+SplitTiming g_split_timings[kSplitTimings];
+std::atomic<bool> g_split_adaptive{true};
+std::atomic<bool> g_prefer_serial{false};
 
 static bool runnable(const KernelTable* t) {
   const CpuFeatures& f = cpu_features();

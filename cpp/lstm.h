@@ -183,11 +183,19 @@ extern std::atomic<int> g_last_split;
 // how many parts the last recurrent loop (forward or backward) split over threads ran for a
 // late owner (StepTeam)
 extern std::atomic<long> g_last_steals;
-// Contention (plan_loop, run_loop): a moving average of the share of a split loop's time its
-// caller spent waiting for parts that another thread had started, and a count of the loops
-// planned while that share was high.
-extern std::atomic<float> g_wait_share;
-extern std::atomic<unsigned> g_contended_loops;
+// Split or serial by measurement (plan_loop, run_loop; dispatch.cpp): per loop kind and size,
+// moving averages of the time per row-step with one thread and split, and how often each ran.
+struct SplitTiming {
+  uint64_t key = 0;              // 0: empty
+  double ns[2] = {0, 0};         // per compact row-step: [0] one thread, [1] split
+  unsigned calls = 0;
+  unsigned runs[2] = {0, 0};
+};
+constexpr int kSplitTimings = 64;  // direct-mapped by key
+extern std::mutex g_split_timing_mu;
+extern SplitTiming g_split_timings[kSplitTimings];
+extern std::atomic<bool> g_split_adaptive;  // false: the static rule alone (tests, measurements)
+extern std::atomic<bool> g_prefer_serial;   // the last measured choice was one thread where the rule splits
 
 // dispatch.cpp
 std::vector<const KernelTable*> compiled_tables();   // every ISA in this build, best first

@@ -132,21 +132,10 @@ static inline void for_tiles(int rows, F&& f) {
 // which a worker's wake-up does not eat up.
 constexpr long kPackFloatsPerThread = 1L << 18;
 
-// Contention. A thread of a split loop that the OS (or, on a VM, the hypervisor) deschedules in
-// the middle of its part makes the others wait for the rest of its time slice: steals cannot
-// help with a part already started. With one busy process on the other core of the 2-core
-// EPYC, 2 threads ran (50,32,1,50) training 0.87x and (100,32,10,100) backward 0.72x as fast
-// as one. The caller's waiting share of a split loop measures it: median 1-3% and 90th
-// percentile 2-5% on a quiet machine, 90th percentile 47-82% beside the busy process. Its
-// moving average (weight kWaitShareWeight per split loop) above kContendedShare halves the
-// threads of the automatic rule; every kProbeEvery-th loop still runs split to see whether
-// the contention has gone (from a share of 0.3 back under 0.15 in ~7 quiet probes). The
-// GEMMs and packing copies of the same calls halve their threads too (a work item started by
-// a descheduled worker holds up the call the same way).
-constexpr float kContendedShare = 0.15f;
-constexpr float kWaitShareWeight = 0.1f;
-constexpr unsigned kProbeEvery = 16;
-static inline bool contended() { return g_wait_share.load(std::memory_order_relaxed) > kContendedShare; }
+// When the last measured choice (plan_loop) was one thread for a loop the static rule splits,
+// the GEMMs and packing copies of the same calls take half the threads: a work item started by a
+// descheduled worker holds them up the same way.
+static inline bool contended() { return g_prefer_serial.load(std::memory_order_relaxed); }
 
 // Items 0..count-1 handed out one at a time to whoever of a dynamic team asks
 // (parallel_run(..., true)): a thread that joins late, or is descheduled on a loaded machine,
@@ -491,11 +480,61 @@ constexpr double kRowsSplitFlops = 2e7;    // per thread, whole loop
 struct LoopPlan {
   int threads;   // 1: serial
   bool by_rows;  // else by hidden units
+  int slot = -1, variant = 0;  // the measured choice (choose_split), slot -1: none
 };
+// Split or serial, by measurement. The rule above assumes two cores that work at full speed
+// and share a cache. On a VM neither holds all the time: beside a busy process on the other
+// core, 2 threads ran (50,32,1,50) training at 0.87x and (100,32,10,100) backward at 0.72x of
+// one thread (the worker, descheduled in the middle of its part, holds up the step: steals only
+// take parts not yet started), and for minutes at a time, with nothing else running in the VM,
+// a units split at (24,32,1,50) ran at 0.6x of one thread with both threads busy and the worker
+// on time (each step's h_{t-1} crossing between the cores, slow whenever the hypervisor puts
+// the two vCPUs far apart). So a loop the rule splits is timed, per kind (forward or backward),
+// rows, hidden size and split: moving averages (weight kTimingWeight) of the time per compact
+// row-step, with one thread and split. The faster runs; every kExploreEvery-th loop of that
+// kind runs the other, so a change (the load gone, the vCPUs moved) is seen within a few dozen
+// loops. A split run whose worker is still waking costs about one thread's time (its parts are
+// taken over), so one slow sample does not lock the choice to one thread.
+constexpr double kTimingWeight = 0.25;
+constexpr unsigned kExploreEvery = 32;
+enum LoopKind { kForwardLoop = 0, kBackwardLoop = 1 };
+struct SplitChoice {
+  int slot = -1;   // g_split_timings entry, -1: not measured
+  int variant = 0; // 0 one thread, 1 split
+};
+static SplitChoice choose_split(LoopKind kind, long B, long Hp, const LoopPlan& plan) {
+  SplitChoice c;
+  if (!g_split_adaptive.load(std::memory_order_relaxed)) return c;
+  const uint64_t key = 1 + ((uint64_t)kind | (uint64_t)plan.by_rows << 1 | (uint64_t)plan.threads << 2 |
+                            (uint64_t)B << 10 | (uint64_t)Hp << 34);
+  const int slot = (int)((key * 0x9E3779B97F4A7C15ull) >> 58);  // 64 slots
+  std::lock_guard<std::mutex> lk(g_split_timing_mu);
+  SplitTiming& e = g_split_timings[slot];
+  if (e.key != key) e = SplitTiming{key};
+  const unsigned n = e.calls++;
+  if (e.ns[1] == 0) c.variant = 1;
+  else if (e.ns[0] == 0) c.variant = 0;
+  else {
+    const int best = e.ns[1] <= e.ns[0] ? 1 : 0;
+    c.variant = n % kExploreEvery == 0 ? 1 - best : best;
+    g_prefer_serial.store(best == 0, std::memory_order_relaxed);
+  }
+  ++e.runs[c.variant];
+  c.slot = slot;
+  return c;
+}
+template <class Choice>
+static void note_split_timing(const Choice& c, double ns_per_row_step) {
+  if (c.slot < 0) return;
+  std::lock_guard<std::mutex> lk(g_split_timing_mu);
+  double& t = g_split_timings[c.slot].ns[c.variant];
+  t = t == 0 ? ns_per_row_step : t + kTimingWeight * (ns_per_row_step - t);
+}
+
 // Bs: rows active per step (the Order's, or the Workspace's in backward); weight_bytes: the
 // weights a step reads; loop_flops: the whole loop's multiply-adds ×2.
-static LoopPlan plan_loop(int threads, const std::vector<int>& Bs, long B, long Hp, double weight_bytes,
-                          double loop_flops) {
+static LoopPlan plan_loop(LoopKind kind, int threads, const std::vector<int>& Bs, long B, long Hp,
+                          double weight_bytes, double loop_flops) {
   const int policy = g_split.load(std::memory_order_relaxed);
   const bool ragged = !Bs.empty() && Bs.front() != Bs.back();
   const double step_flops = 2.0 * B * 4 * Hp * Hp;
@@ -511,9 +550,12 @@ static LoopPlan plan_loop(int threads, const std::vector<int>& Bs, long B, long 
       plan = {threads, true};
     else if (step_flops >= kUnitsStepFlops && loop_flops >= kUnitsLoopFlops && max_units > 1)
       plan = {std::min(threads, max_units), false};
-    if (plan.threads > 1 && contended() &&
-        g_contended_loops.fetch_add(1, std::memory_order_relaxed) % kProbeEvery != 0)
-      plan.threads /= 2;
+    if (plan.threads > 1) {
+      const SplitChoice c = choose_split(kind, B, Hp, plan);
+      plan.slot = c.slot;
+      plan.variant = c.variant;
+      if (c.slot >= 0 && c.variant == 0) plan.threads = 1;
+    }
   }
   g_last_split.store(plan.threads <= 1 ? 0 : plan.by_rows ? 1 : 2, std::memory_order_relaxed);
   return plan;
@@ -731,12 +773,9 @@ static void run_loop(const LoopPlan& plan, const std::vector<int>& len, long N, 
     }
   }, true);
   g_last_steals.store(team.steals(), std::memory_order_relaxed);
-  if (plan.threads > 1 && g_split.load(std::memory_order_relaxed) == 0) {  // the automatic rule's loops
-    const double dt = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
-    const float share = (float)std::min(1.0, team.caller_wait_ns() / std::max(dt, 1.0));
-    const float avg = g_wait_share.load(std::memory_order_relaxed);
-    g_wait_share.store(avg + kWaitShareWeight * (share - avg), std::memory_order_relaxed);  // racy by design: a hint
-  }
+  if (plan.slot >= 0)
+    note_split_timing(plan, std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() /
+                                std::max<long>(N, 1));
 }
 
 // The forward loop's buffers (internal row order, see Order).
@@ -852,7 +891,7 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
 
   // Threads split the batch rows (independent for the whole sequence) or the hidden units
   // (every unit needs all of h_{t-1}: step s+1 waits for every part of step s).
-  const LoopPlan plan = plan_loop(a.threads, o.Bs, B, Hp, 4.0 * ((fuse ? I : 0) + Hp) * G,  // weights per step
+  const LoopPlan plan = plan_loop(kForwardLoop, a.threads, o.Bs, B, Hp, 4.0 * ((fuse ? I : 0) + Hp) * G,  // weights per step
                                   2.0 * N * G * ((fuse ? I : 0) + H));
   const FwdLoop L{&o, B, H, I, Hp, ldh, &P, fuse ? X : nullptr, Zx, c, hbuf, Cn.get(), a.y};
   run_loop(plan, o.len, N, Hp, Teff,
@@ -1051,7 +1090,7 @@ static void lstm_backward(const BackwardArgs& a) {
     std::memcpy(dc + (long)j * Hp, a.dcT + (long)ws.perm[j] * H, sizeof(float) * H);
   }
 
-  const LoopPlan plan = plan_loop(a.threads, ws.Bs, B, Hp, 4.0 * Gz * ldd, 2.0 * N * Gz * ldd);
+  const LoopPlan plan = plan_loop(kBackwardLoop, a.threads, ws.Bs, B, Hp, 4.0 * Gz * ldd, 2.0 * N * Gz * ldd);
   // step s, elementwise part: dz and dc_{t-1} for rows [j0, j1) and units [u0, u1)
   auto cell_part = [&](int s, long j0, long j1, long u0, long u1) {
     const long n0 = ws.off[s];

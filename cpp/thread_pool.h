@@ -73,8 +73,6 @@ class StepTeam {
   template <class F>
   void run(int tid, int parts, int steps, F&& fn);
   long steals() const { return steals_.load(std::memory_order_relaxed); }
-  // ns participant 0 (the caller) spent waiting for parts of others that had started
-  long caller_wait_ns() const { return caller_wait_ns_; }
   // tests: the participant of the last part sleeps this many µs before step 1 (step 0 of a
   // one-step run), so the others must run its part (set with _core._set_steal_test_delay)
   static std::atomic<int> test_delay_us;
@@ -87,7 +85,6 @@ class StepTeam {
   };
   std::unique_ptr<Part[]> parts_;
   std::atomic<long> steals_{0};
-  long caller_wait_ns_ = 0;  // written by participant 0 only
 };
 
 // Denormal guard for one scope (sets FTZ/DAZ, restores the caller's MXCSR).
@@ -157,7 +154,6 @@ void StepTeam::run(int tid, int parts, int steps, F&& fn) {
         }
         if (spins < kSpins) cpu_relax(); else std::this_thread::yield();  // oversubscribed: let others run
       }
-      if (tid == 0) caller_wait_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t1).count();
     }
     stole_last = stole;
   }
