@@ -404,13 +404,13 @@ PYBIND11_MODULE(_core, m) {
     py::list out;
     for (const SplitTiming& e : g_split_timings) {
       if (!e.key) continue;
-      const uint64_t k = e.key - 1;
       py::dict d;
-      d["kind"] = (k & 1) ? "backward" : "forward";
-      d["split"] = (k >> 1 & 1) ? "rows" : "units";
-      d["threads"] = (int)(k >> 2 & 255);
-      d["B"] = (long)(k >> 10 & 0xFFFFFF);
-      d["Hp"] = (long)(k >> 34);
+      d["kind"] = e.kind ? "backward" : "forward";
+      d["split"] = e.by_rows ? "rows" : "units";
+      d["threads"] = e.threads;
+      d["B"] = e.B;
+      d["Hp"] = e.Hp;
+      d["I"] = e.I;  // the fused input projection's inputs (0: not fused)
       d["ns_serial"] = e.ns[0];
       d["ns_split"] = e.ns[1];
       d["runs_serial"] = e.runs[0];

@@ -186,7 +186,9 @@ extern std::atomic<long> g_last_steals;
 // Split or serial by measurement (plan_loop, run_loop; dispatch.cpp): per loop kind and size,
 // moving averages of the time per row-step with one thread and split, and how often each ran.
 struct SplitTiming {
-  uint64_t key = 0;              // 0: empty
+  uint64_t key = 0;              // 0: empty; a hash of the fields below
+  int kind = 0, by_rows = 0, threads = 0;
+  long B = 0, Hp = 0, I = 0;
   double ns[2] = {0, 0};         // per compact row-step: [0] one thread, [1] split
   unsigned calls = 0;
   unsigned runs[2] = {0, 0};

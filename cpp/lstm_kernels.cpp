@@ -502,15 +502,24 @@ struct SplitChoice {
   int slot = -1;   // g_split_timings entry, -1: not measured
   int variant = 0; // 0 one thread, 1 split
 };
-static SplitChoice choose_split(LoopKind kind, long B, long Hp, const LoopPlan& plan) {
+// I is part of the key: a forward that fuses the input projection costs more per row-step with
+// more inputs (the sweep's I = 1 and I = H cells of one B and H once shared an entry, and the
+// choice then followed the other cell's timing).
+static SplitChoice choose_split(LoopKind kind, long B, long Hp, long I, const LoopPlan& plan) {
   SplitChoice c;
   if (!g_split_adaptive.load(std::memory_order_relaxed)) return c;
-  const uint64_t key = 1 + ((uint64_t)kind | (uint64_t)plan.by_rows << 1 | (uint64_t)plan.threads << 2 |
-                            (uint64_t)B << 10 | (uint64_t)Hp << 34);
+  uint64_t key = 0x9E3779B97F4A7C15ull;
+  for (uint64_t v : {(uint64_t)kind, (uint64_t)plan.by_rows, (uint64_t)plan.threads, (uint64_t)B, (uint64_t)Hp,
+                     (uint64_t)I})
+    key = (key ^ v) * 0x100000001B3ull + (key >> 29);
+  key |= 1;  // never 0 (empty)
   const int slot = (int)((key * 0x9E3779B97F4A7C15ull) >> 58);  // 64 slots
   std::lock_guard<std::mutex> lk(g_split_timing_mu);
   SplitTiming& e = g_split_timings[slot];
-  if (e.key != key) e = SplitTiming{key};
+  if (e.key != key) {
+    e = SplitTiming{};
+    e.key = key; e.kind = kind; e.by_rows = plan.by_rows; e.threads = plan.threads; e.B = B; e.Hp = Hp; e.I = I;
+  }
   const unsigned n = e.calls++;
   if (e.ns[1] == 0) c.variant = 1;
   else if (e.ns[0] == 0) c.variant = 0;
@@ -533,7 +542,7 @@ static void note_split_timing(const Choice& c, double ns_per_row_step) {
 
 // Bs: rows active per step (the Order's, or the Workspace's in backward); weight_bytes: the
 // weights a step reads; loop_flops: the whole loop's multiply-adds ×2.
-static LoopPlan plan_loop(LoopKind kind, int threads, const std::vector<int>& Bs, long B, long Hp,
+static LoopPlan plan_loop(LoopKind kind, int threads, const std::vector<int>& Bs, long B, long Hp, long I,
                           double weight_bytes, double loop_flops) {
   const int policy = g_split.load(std::memory_order_relaxed);
   const bool ragged = !Bs.empty() && Bs.front() != Bs.back();
@@ -551,7 +560,7 @@ static LoopPlan plan_loop(LoopKind kind, int threads, const std::vector<int>& Bs
     else if (step_flops >= kUnitsStepFlops && loop_flops >= kUnitsLoopFlops && max_units > 1)
       plan = {std::min(threads, max_units), false};
     if (plan.threads > 1) {
-      const SplitChoice c = choose_split(kind, B, Hp, plan);
+      const SplitChoice c = choose_split(kind, B, Hp, I, plan);
       plan.slot = c.slot;
       plan.variant = c.variant;
       if (c.slot >= 0 && c.variant == 0) plan.threads = 1;
@@ -891,7 +900,7 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
 
   // Threads split the batch rows (independent for the whole sequence) or the hidden units
   // (every unit needs all of h_{t-1}: step s+1 waits for every part of step s).
-  const LoopPlan plan = plan_loop(kForwardLoop, a.threads, o.Bs, B, Hp, 4.0 * ((fuse ? I : 0) + Hp) * G,  // weights per step
+  const LoopPlan plan = plan_loop(kForwardLoop, a.threads, o.Bs, B, Hp, fuse ? I : 0, 4.0 * ((fuse ? I : 0) + Hp) * G,  // weights per step
                                   2.0 * N * G * ((fuse ? I : 0) + H));
   const FwdLoop L{&o, B, H, I, Hp, ldh, &P, fuse ? X : nullptr, Zx, c, hbuf, Cn.get(), a.y};
   run_loop(plan, o.len, N, Hp, Teff,
@@ -1090,7 +1099,7 @@ static void lstm_backward(const BackwardArgs& a) {
     std::memcpy(dc + (long)j * Hp, a.dcT + (long)ws.perm[j] * H, sizeof(float) * H);
   }
 
-  const LoopPlan plan = plan_loop(kBackwardLoop, a.threads, ws.Bs, B, Hp, 4.0 * Gz * ldd, 2.0 * N * Gz * ldd);
+  const LoopPlan plan = plan_loop(kBackwardLoop, a.threads, ws.Bs, B, Hp, 0, 4.0 * Gz * ldd, 2.0 * N * Gz * ldd);
   // step s, elementwise part: dz and dc_{t-1} for rows [j0, j1) and units [u0, u1)
   auto cell_part = [&](int s, long j0, long j1, long u0, long u1) {
     const long n0 = ws.off[s];
