@@ -481,6 +481,7 @@ struct LoopPlan {
   int threads;   // 1: serial
   bool by_rows;  // else by hidden units
   int slot = -1, variant = 0;  // the measured choice (choose_split), slot -1: none
+  bool explore = false;
 };
 // Split or serial, by measurement. The rule above assumes two cores that work at full speed
 // and share a cache. On a VM neither holds all the time: beside a busy process on the other
@@ -501,6 +502,7 @@ enum LoopKind { kForwardLoop = 0, kBackwardLoop = 1 };
 struct SplitChoice {
   int slot = -1;   // g_split_timings entry, -1: not measured
   int variant = 0; // 0 one thread, 1 split
+  bool explore = false;  // not the faster as timed so far (a first run, or exploration)
 };
 // I is part of the key: a forward that fuses the input projection costs more per row-step with
 // more inputs (the sweep's I = 1 and I = H cells of one B and H once shared an entry, and the
@@ -521,11 +523,16 @@ static SplitChoice choose_split(LoopKind kind, long B, long Hp, long I, const Lo
     e.key = key; e.kind = kind; e.by_rows = plan.by_rows; e.threads = plan.threads; e.B = B; e.Hp = Hp; e.I = I;
   }
   const unsigned n = e.calls++;
-  if (e.ns[1] == 0) c.variant = 1;
-  else if (e.ns[0] == 0) c.variant = 0;
-  else {
+  if (e.ns[1] == 0) {
+    c.variant = 1;
+    c.explore = true;
+  } else if (e.ns[0] == 0) {
+    c.variant = 0;
+    c.explore = true;
+  } else {
     const int best = e.ns[1] <= e.ns[0] ? 1 : 0;
-    c.variant = n % kExploreEvery == 0 ? 1 - best : best;
+    c.explore = n % kExploreEvery == 0;
+    c.variant = c.explore ? 1 - best : best;
     g_prefer_serial.store(best == 0, std::memory_order_relaxed);
   }
   ++e.runs[c.variant];
@@ -563,6 +570,7 @@ static LoopPlan plan_loop(LoopKind kind, int threads, const std::vector<int>& Bs
       const SplitChoice c = choose_split(kind, B, Hp, I, plan);
       plan.slot = c.slot;
       plan.variant = c.variant;
+      plan.explore = c.explore;
       if (c.slot >= 0 && c.variant == 0) plan.threads = 1;
     }
   }
@@ -762,8 +770,13 @@ template <class Rows, class Units>
 static void run_loop(const LoopPlan& plan, const std::vector<int>& len, long N, long Hp, int substeps, Rows&& rows,
                      Units&& units) {
   StepTeam team(plan.threads);
-  const auto t0 = std::chrono::steady_clock::now();
+  auto t0 = std::chrono::steady_clock::now();
+  // a measured split that is not the current choice (its first run, or exploration) waits for
+  // its workers to join and is timed from there: they slept through the one-thread runs, and a
+  // wake-up (60-250 µs on a VM) timed as the split's cost would keep the choice on one thread
+  const bool join_first = plan.slot >= 0 && plan.explore && plan.threads > 1;
   parallel_run(plan.threads, [&](int tid, Team& t) {
+    if (tid == 0 && join_first) t0 = std::chrono::steady_clock::now();
     const int parts = t.size();
     if (parts == 1) {
       rows(0L, (long)len.size());
@@ -780,7 +793,7 @@ static void run_loop(const LoopPlan& plan, const std::vector<int>& len, long N, 
         units(k, u0, u1);
       });
     }
-  }, true);
+  }, !join_first);
   g_last_steals.store(team.steals(), std::memory_order_relaxed);
   if (plan.slot >= 0)
     note_split_timing(plan, std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() /
