@@ -411,8 +411,8 @@ PYBIND11_MODULE(_core, m) {
       d["B"] = e.B;
       d["Hp"] = e.Hp;
       d["I"] = e.I;  // the fused input projection's inputs (0: not fused)
-      d["ns_serial"] = e.ns[0];
-      d["ns_split"] = e.ns[1];
+      d["ns_serial"] = e.estimate(0);
+      d["ns_split"] = e.estimate(1);
       d["runs_serial"] = e.runs[0];
       d["runs_split"] = e.runs[1];
       out.append(d);

@@ -189,9 +189,16 @@ struct SplitTiming {
   uint64_t key = 0;              // 0: empty; a hash of the fields below
   int kind = 0, by_rows = 0, threads = 0;
   long B = 0, Hp = 0, I = 0;
-  double ns[2] = {0, 0};         // per compact row-step: [0] one thread, [1] split
+  float ns[2][4] = {};           // the last 4 times per compact row-step: [0] one thread, [1] split
   unsigned calls = 0;
   unsigned runs[2] = {0, 0};
+  float estimate(int v) const {  // the median of the last (up to) 4
+    const int n = (int)std::min(runs[v], 4u);
+    float t[4];
+    for (int i = 0; i < n; ++i) t[i] = ns[v][i];
+    std::sort(t, t + n);
+    return n == 0 ? 0.f : n % 2 ? t[n / 2] : 0.5f * (t[n / 2 - 1] + t[n / 2]);
+  }
 };
 constexpr int kSplitTimings = 64;  // direct-mapped by key
 extern std::mutex g_split_timing_mu;

@@ -491,13 +491,14 @@ struct LoopPlan {
 // a units split at (24,32,1,50) ran at 0.6x of one thread with both threads busy and the worker
 // on time (each step's h_{t-1} crossing between the cores, slow whenever the hypervisor puts
 // the two vCPUs far apart). So a loop the rule splits is timed, per kind (forward or backward),
-// rows, hidden size and split: moving averages (weight kTimingWeight) of the time per compact
-// row-step, with one thread and split. The faster runs; every kExploreEvery-th loop of that
-// kind runs the other, so a change (the load gone, the vCPUs moved) is seen within a few dozen
-// loops. A split run whose worker is still waking costs about one thread's time (its parts are
-// taken over), so one slow sample does not lock the choice to one thread.
-constexpr double kTimingWeight = 0.25;
-constexpr unsigned kExploreEvery = 32;
+// split, threads, rows, hidden size and fused inputs, with one thread and split: kFirstRuns of
+// each in turns, then the one whose median of its last 4 times per compact row-step is lower
+// runs, and every kExploreEvery-th loop of that kind the other, so a change (the load gone, the
+// vCPUs moved) is seen within a few dozen loops. The median, not a moving average: the first
+// run of a benchmark's cell came right after NumPy's OpenBLAS threads (the reference) and was
+// slow, and an average kept the choice on one thread for the whole cell.
+constexpr unsigned kFirstRuns = 2;
+constexpr unsigned kExploreEvery = 16;
 enum LoopKind { kForwardLoop = 0, kBackwardLoop = 1 };
 struct SplitChoice {
   int slot = -1;   // g_split_timings entry, -1: not measured
@@ -523,19 +524,15 @@ static SplitChoice choose_split(LoopKind kind, long B, long Hp, long I, const Lo
     e.key = key; e.kind = kind; e.by_rows = plan.by_rows; e.threads = plan.threads; e.B = B; e.Hp = Hp; e.I = I;
   }
   const unsigned n = e.calls++;
-  if (e.ns[1] == 0) {
-    c.variant = 1;
-    c.explore = true;
-  } else if (e.ns[0] == 0) {
-    c.variant = 0;
+  if (e.runs[0] < kFirstRuns || e.runs[1] < kFirstRuns) {  // both, in turns, split first
+    c.variant = n % 2 == 0 ? 1 : 0;
     c.explore = true;
   } else {
-    const int best = e.ns[1] <= e.ns[0] ? 1 : 0;
+    const int best = e.estimate(1) <= e.estimate(0) ? 1 : 0;
     c.explore = n % kExploreEvery == 0;
     c.variant = c.explore ? 1 - best : best;
     g_prefer_serial.store(best == 0, std::memory_order_relaxed);
   }
-  ++e.runs[c.variant];
   c.slot = slot;
   return c;
 }
@@ -543,8 +540,8 @@ template <class Choice>
 static void note_split_timing(const Choice& c, double ns_per_row_step) {
   if (c.slot < 0) return;
   std::lock_guard<std::mutex> lk(g_split_timing_mu);
-  double& t = g_split_timings[c.slot].ns[c.variant];
-  t = t == 0 ? ns_per_row_step : t + kTimingWeight * (ns_per_row_step - t);
+  SplitTiming& e = g_split_timings[c.slot];
+  e.ns[c.variant][e.runs[c.variant]++ % 4] = (float)ns_per_row_step;
 }
 
 // Bs: rows active per step (the Order's, or the Workspace's in backward); weight_bytes: the
