@@ -192,12 +192,12 @@ struct SplitTiming {
   float ns[2][4] = {};           // the last 4 times per compact row-step: [0] one thread, [1] split
   unsigned calls = 0;
   unsigned runs[2] = {0, 0};
-  float estimate(int v) const {  // the median of the last (up to) 4
+  float estimate(int v) const {  // the second lowest of the last (up to) 4
     const int n = (int)std::min(runs[v], 4u);
     float t[4];
     for (int i = 0; i < n; ++i) t[i] = ns[v][i];
     std::sort(t, t + n);
-    return n == 0 ? 0.f : n % 2 ? t[n / 2] : 0.5f * (t[n / 2 - 1] + t[n / 2]);
+    return n == 0 ? 0.f : t[n > 1 ? 1 : 0];
   }
 };
 constexpr int kSplitTimings = 64;  // direct-mapped by key

@@ -492,12 +492,14 @@ struct LoopPlan {
 // on time (each step's h_{t-1} crossing between the cores, slow whenever the hypervisor puts
 // the two vCPUs far apart). So a loop the rule splits is timed, per kind (forward or backward),
 // split, threads, rows, hidden size and fused inputs, with one thread and split: kFirstRuns of
-// each in turns, then the one whose median of its last 4 times per compact row-step is lower
-// runs, and every kExploreEvery-th loop of that kind the other, so a change (the load gone, the
-// vCPUs moved) is seen within a few dozen loops. The median, not a moving average: the first
-// run of a benchmark's cell came right after NumPy's OpenBLAS threads (the reference) and was
-// slow, and an average kept the choice on one thread for the whole cell.
-constexpr unsigned kFirstRuns = 2;
+// each in turns, then the one whose second lowest of its last 4 times per compact row-step is
+// lower runs, and every kExploreEvery loops of that kind the other runs twice, so a change (the
+// load gone, the vCPUs moved) is seen within a few dozen loops. The second lowest, not a moving
+// average: a split run after the worker's core sat idle is slow (the first 2-thread call after
+// 0.15 s of idle took 9.3 ms at (20,32,512,512), the next ones 5.6 ms), which kept an average on
+// one thread for a whole benchmark cell; one lucky split run beside a busy process does not
+// make the choice either.
+constexpr unsigned kFirstRuns = 3;
 constexpr unsigned kExploreEvery = 16;
 enum LoopKind { kForwardLoop = 0, kBackwardLoop = 1 };
 struct SplitChoice {
@@ -529,7 +531,7 @@ static SplitChoice choose_split(LoopKind kind, long B, long Hp, long I, const Lo
     c.explore = true;
   } else {
     const int best = e.estimate(1) <= e.estimate(0) ? 1 : 0;
-    c.explore = n % kExploreEvery == 0;
+    c.explore = n % kExploreEvery < 2;  // two in a row: the first wakes what the other left idle
     c.variant = c.explore ? 1 - best : best;
     g_prefer_serial.store(best == 0, std::memory_order_relaxed);
   }
