@@ -413,8 +413,8 @@ PYBIND11_MODULE(_core, m) {
       d["I"] = e.I;  // the fused input projection's inputs (0: not fused)
       d["ns_serial"] = e.estimate(0);
       d["ns_split"] = e.estimate(1);
-      d["samples_serial"] = std::vector<float>(e.ns[0], e.ns[0] + std::min(e.runs[0], 4u));
-      d["samples_split"] = std::vector<float>(e.ns[1], e.ns[1] + std::min(e.runs[1], 4u));
+      d["samples_serial"] = std::vector<float>(e.ns[0], e.ns[0] + std::min(e.timed[0], 4u));
+      d["samples_split"] = std::vector<float>(e.ns[1], e.ns[1] + std::min(e.timed[1], 4u));
       d["runs_serial"] = e.runs[0];
       d["runs_split"] = e.runs[1];
       out.append(d);

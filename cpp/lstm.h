@@ -191,16 +191,18 @@ struct SplitTiming {
   long B = 0, Hp = 0, I = 0;
   float ns[2][4] = {};           // the last 4 times per compact row-step: [0] one thread, [1] split
   unsigned calls = 0;
-  unsigned runs[2] = {0, 0};
-  float estimate(int v) const {  // the second lowest of the last (up to) 4
-    const int n = (int)std::min(runs[v], 4u);
+  unsigned runs[2] = {0, 0};     // loops run
+  unsigned timed[2] = {0, 0};    // loops timed (not the first after a change of variant)
+  int last = -1;                 // the variant of the last loop
+  float estimate(int v) const {  // the median of the last (up to) 4 timed
+    const int n = (int)std::min(timed[v], 4u);
     float t[4];
     for (int i = 0; i < n; ++i) t[i] = ns[v][i];
     std::sort(t, t + n);
-    return n == 0 ? 0.f : t[n > 1 ? 1 : 0];
+    return n == 0 ? 0.f : n % 2 ? t[n / 2] : 0.5f * (t[n / 2 - 1] + t[n / 2]);
   }
 };
-constexpr int kSplitTimings = 64;  // direct-mapped by key
+constexpr int kSplitTimings = 256;  // 4-way: a key's entry is one of 4 consecutive slots
 extern std::mutex g_split_timing_mu;
 extern SplitTiming g_split_timings[kSplitTimings];
 extern std::atomic<bool> g_split_adaptive;  // false: the static rule alone (tests, measurements)

@@ -481,7 +481,7 @@ struct LoopPlan {
   int threads;   // 1: serial
   bool by_rows;  // else by hidden units
   int slot = -1, variant = 0;  // the measured choice (choose_split), slot -1: none
-  bool explore = false;
+  bool explore = false, timed = false;
 };
 // Split or serial, by measurement. The rule above assumes two cores that work at full speed
 // and share a cache. On a VM neither holds all the time: beside a busy process on the other
@@ -491,21 +491,23 @@ struct LoopPlan {
 // a units split at (24,32,1,50) ran at 0.6x of one thread with both threads busy and the worker
 // on time (each step's h_{t-1} crossing between the cores, slow whenever the hypervisor puts
 // the two vCPUs far apart). So a loop the rule splits is timed, per kind (forward or backward),
-// split, threads, rows, hidden size and fused inputs, with one thread and split: kFirstRuns of
-// each in turns, then the one whose second lowest of its last 4 times per compact row-step is
-// lower runs, and every kExploreEvery loops of that kind the other runs twice, so a change (the
-// load gone, the vCPUs moved) is seen within a few dozen loops. The second lowest, not a moving
-// average: a split run after the worker's core sat idle is slow (the first 2-thread call after
-// 0.15 s of idle took 9.3 ms at (20,32,512,512), the next ones 5.6 ms), which kept an average on
-// one thread for a whole benchmark cell; one lucky split run beside a busy process does not
-// make the choice either.
+// split, threads, rows, hidden size and fused inputs: kFirstRuns loops split, then kFirstRuns
+// on one thread, then the one with the lower median of its last 4 times per compact row-step;
+// every kExploreEvery loops of that kind the other runs kFirstRuns times, so a change (the load
+// gone, the vCPUs moved) is seen within a hundred loops. The first loop after a change of
+// variant is not timed: it pays for the change, each thread pulling its share of the weights
+// into its own cache, a worker's core waking from idle (the first 2-thread call after 0.15 s
+// of idle took 9.3 ms at (20,32,512,512), the next ones 5.6 ms; at (50,64,200,200) the first
+// two split loops after one-thread loops took twice the next two), and timed it kept the
+// choice on whichever variant ran before.
 constexpr unsigned kFirstRuns = 3;
-constexpr unsigned kExploreEvery = 16;
+constexpr unsigned kExploreEvery = 64;
 enum LoopKind { kForwardLoop = 0, kBackwardLoop = 1 };
 struct SplitChoice {
   int slot = -1;   // g_split_timings entry, -1: not measured
   int variant = 0; // 0 one thread, 1 split
   bool explore = false;  // not the faster as timed so far (a first run, or exploration)
+  bool timed = false;    // the same variant as the loop before: its time counts
 };
 // I is part of the key: a forward that fuses the input projection costs more per row-step with
 // more inputs (the sweep's I = 1 and I = H cells of one B and H once shared an entry, and the
@@ -518,32 +520,44 @@ static SplitChoice choose_split(LoopKind kind, long B, long Hp, long I, const Lo
                      (uint64_t)I})
     key = (key ^ v) * 0x100000001B3ull + (key >> 29);
   key |= 1;  // never 0 (empty)
-  const int slot = (int)((key * 0x9E3779B97F4A7C15ull) >> 58);  // 64 slots
+  const int set = (int)((key * 0x9E3779B97F4A7C15ull) >> 56) & ~3;  // 4 slots of 256
   std::lock_guard<std::mutex> lk(g_split_timing_mu);
+  int slot = set;  // the key's slot, else an empty one, else the least used
+  for (int i = 0; i < 4; ++i) {
+    const SplitTiming& t = g_split_timings[set + i];
+    if (t.key == key) { slot = set + i; break; }
+    if (g_split_timings[slot].key != 0 && (t.key == 0 || t.calls < g_split_timings[slot].calls)) slot = set + i;
+  }
   SplitTiming& e = g_split_timings[slot];
   if (e.key != key) {
     e = SplitTiming{};
     e.key = key; e.kind = kind; e.by_rows = plan.by_rows; e.threads = plan.threads; e.B = B; e.Hp = Hp; e.I = I;
   }
   const unsigned n = e.calls++;
-  if (e.runs[0] < kFirstRuns || e.runs[1] < kFirstRuns) {  // both, in turns, split first
-    c.variant = n % 2 == 0 ? 1 : 0;
+  if (e.runs[1] < kFirstRuns) {  // split first, then one thread, kFirstRuns each
+    c.variant = 1;
+    c.explore = true;
+  } else if (e.runs[0] < kFirstRuns) {
+    c.variant = 0;
     c.explore = true;
   } else {
     const int best = e.estimate(1) <= e.estimate(0) ? 1 : 0;
-    c.explore = n % kExploreEvery < 2;  // two in a row: the first wakes what the other left idle
+    c.explore = n % kExploreEvery < kFirstRuns;
     c.variant = c.explore ? 1 - best : best;
     g_prefer_serial.store(best == 0, std::memory_order_relaxed);
   }
+  c.timed = e.last == c.variant;
+  e.last = c.variant;
+  ++e.runs[c.variant];
   c.slot = slot;
   return c;
 }
 template <class Choice>
 static void note_split_timing(const Choice& c, double ns_per_row_step) {
-  if (c.slot < 0) return;
+  if (c.slot < 0 || !c.timed) return;
   std::lock_guard<std::mutex> lk(g_split_timing_mu);
   SplitTiming& e = g_split_timings[c.slot];
-  e.ns[c.variant][e.runs[c.variant]++ % 4] = (float)ns_per_row_step;
+  e.ns[c.variant][e.timed[c.variant]++ % 4] = (float)ns_per_row_step;
 }
 
 // Bs: rows active per step (the Order's, or the Workspace's in backward); weight_bytes: the
@@ -570,6 +584,7 @@ static LoopPlan plan_loop(LoopKind kind, int threads, const std::vector<int>& Bs
       plan.slot = c.slot;
       plan.variant = c.variant;
       plan.explore = c.explore;
+      plan.timed = c.timed;
       if (c.slot >= 0 && c.variant == 0) plan.threads = 1;
     }
   }
