@@ -150,7 +150,9 @@ static void for_items(long count, int threads, F&& fn) {
 
 template <class F>
 static void for_panels(long panels, long work, int threads, F&& fn) {
-  const int n = (int)std::min<long>(threads, std::max<long>(1, work / kPackFloatsPerThread));
+  // with the workers asleep, 4x the work per thread (a wake-up costs a 1 MB copy or more)
+  const long per = workers_awake() ? kPackFloatsPerThread : 4 * kPackFloatsPerThread;
+  const int n = (int)std::min<long>(threads, std::max<long>(1, work / per));
   for_items(panels, contended() ? std::max(1, n / 2) : n, fn);
 }
 
@@ -232,7 +234,12 @@ static void pack_rows(const float* Wm, long ldw, long K, long N, long Nvalid, co
 // Threads for a GEMM-like product: one per kGemmFlopsPerThread of work. Waking a worker and
 // pulling the operands into its cache costs a few µs; 2 MFLOP is ~15 µs on one Zen 4 core.
 constexpr double kGemmFlopsPerThread = 2e6;
+// With the workers asleep (no team call in the last ~150 µs) a product needs kColdGemmFlops
+// before it splits: waking a worker costs 60-250 µs on a VM, and the sweep's H = 16, B = 64
+// training (only its 13 MFLOP dW product split) ran 2.5x slower on 2 threads than on one.
+constexpr double kColdGemmFlops = 4e7;
 static int gemm_threads(int threads, double flops) {
+  if (threads > 1 && flops < kColdGemmFlops && !workers_awake()) return 1;
   const int n = (int)std::max(1.0, std::min<double>(threads, flops / kGemmFlopsPerThread));
   return contended() ? std::max(1, n / 2) : n;
 }

@@ -182,7 +182,19 @@ Pool& pool() {
 
 std::atomic<int> StepTeam::test_delay_us{0};
 
-int parallel_run(int n, const TeamFn& fn, bool dynamic) { return pool().run(n, fn, dynamic); }
+namespace {
+std::atomic<int64_t> g_last_team_end_ns{0};
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+int parallel_run(int n, const TeamFn& fn, bool dynamic) {
+  const int ran = pool().run(n, fn, dynamic);
+  if (ran > 1) g_last_team_end_ns.store(now_ns(), std::memory_order_relaxed);
+  return ran;
+}
+bool workers_awake() { return now_ns() - g_last_team_end_ns.load(std::memory_order_relaxed) < 150000; }
 
 DenormalGuard::DenormalGuard() {
 #if defined(__SSE2__)
