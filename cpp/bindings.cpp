@@ -397,8 +397,8 @@ PYBIND11_MODULE(_core, m) {
         "tests: the last thread of a units split sleeps us µs before step 1 (0: off); returns the previous");
   m.def("_last_fused", [] { return g_last_fused.load(); }, "whether the last forward fused the input projection");
   m.def("_set_split_adaptive", [](bool on) { return g_split_adaptive.exchange(on); }, py::arg("on"),
-        "whether loops the rule splits are timed and run split or on one thread, the faster (default "
-        "true; false: the static rule alone); returns the previous");
+        "whether loops the rule splits are timed and run split or on one thread, the faster "
+        "(FASTLSTM_SPLIT=measured; default false: the static rule alone); returns the previous");
   m.def("_split_timings", [] {
     std::lock_guard<std::mutex> lk(g_split_timing_mu);
     py::list out;

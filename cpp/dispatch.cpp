@@ -30,7 +30,7 @@ std::atomic<int> g_last_split{0};
 std::atomic<long> g_last_steals{0};
 std::mutex g_split_timing_mu;
 SplitTiming g_split_timings[kSplitTimings];
-std::atomic<bool> g_split_adaptive{true};
+std::atomic<bool> g_split_adaptive{false};
 std::atomic<bool> g_prefer_serial{false};
 
 static bool runnable(const KernelTable* t) {

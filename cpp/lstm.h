@@ -205,7 +205,7 @@ struct SplitTiming {
 constexpr int kSplitTimings = 256;  // 4-way: a key's entry is one of 4 consecutive slots
 extern std::mutex g_split_timing_mu;
 extern SplitTiming g_split_timings[kSplitTimings];
-extern std::atomic<bool> g_split_adaptive;  // false: the static rule alone (tests, measurements)
+extern std::atomic<bool> g_split_adaptive;  // FASTLSTM_SPLIT=measured; false (default): the static rule alone
 extern std::atomic<bool> g_prefer_serial;   // the last measured choice was one thread where the rule splits
 
 // dispatch.cpp

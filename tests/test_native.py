@@ -54,13 +54,16 @@ def test_forcing_an_isa_by_environment(isa, core):
     assert out == [isa, isa]
 
 
-@pytest.mark.parametrize("var,value,message", [("FASTLSTM_SPLIT", "columns", "'auto', 'rows' or 'units'"),
+@pytest.mark.parametrize("var,value,message", [("FASTLSTM_SPLIT", "columns", "'auto', 'measured', 'rows' or 'units'"),
                                                ("FASTLSTM_FUSE_ROWS", "lots", "an integer >= -1")])
 def test_loop_variant_variables_are_checked(var, value, message):
-    code = "from fastlstm import _core; import fastlstm; print(_core._set_split('auto'), _core._set_fuse_rows(-1))"
-    ok = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                        env={**os.environ, "FASTLSTM_SPLIT": "units", "FASTLSTM_FUSE_ROWS": "7"})
-    assert ok.returncode == 0 and ok.stdout.split() == ["units", "7"], ok.stderr
+    code = ("from fastlstm import _core; import fastlstm; print(_core._set_split('auto'), _core._set_fuse_rows(-1), "
+            "_core._set_split_adaptive(False))")
+    for split, want in (("units", ["units", "7", "False"]), ("measured", ["auto", "7", "True"]),
+                        ("auto", ["auto", "7", "False"])):
+        ok = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "FASTLSTM_SPLIT": split, "FASTLSTM_FUSE_ROWS": "7"})
+        assert ok.returncode == 0 and ok.stdout.split() == want, ok.stderr
     bad = subprocess.run([sys.executable, "-c", "import fastlstm"], env={**os.environ, var: value},
                          capture_output=True, text=True)
     assert bad.returncode != 0 and f"{var}={value!r}" in bad.stderr and message in bad.stderr

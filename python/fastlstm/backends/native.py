@@ -80,13 +80,28 @@ if _forced_isa:
     except ValueError as e:  # not ImportError: a forced ISA must fail loudly, never fall back
         raise RuntimeError(f"FASTLSTM_ISA={_forced_isa!r}: {e}") from None
 
-# Loop variants, for measurements: FASTLSTM_SPLIT=auto|rows|units (how the recurrent loops share
-# work over threads), FASTLSTM_FUSE_ROWS=N (fuse the input projection into the recurrent tile
-# when a step has >= N rows; -1 = the kernels' rule). Bad values fail loudly, like FASTLSTM_ISA.
+
+
+def set_split(mode: str) -> str:
+    """How the recurrent loops share work over threads: "auto" (the kernels' static rule, the
+    default), "measured" (the rule, but a loop it splits is timed split and on one thread, and
+    the faster runs, the other now and then: for machines shared with other load, where a
+    descheduled thread holds up every step), or "rows" / "units" (forced, for measurements).
+    Returns the previous mode."""
+    if not isinstance(mode, str) or mode not in ("auto", "measured", "rows", "units"):
+        raise ValueError(f"split must be 'auto', 'measured', 'rows' or 'units', got {mode!r}")
+    measured = _core._set_split_adaptive(mode == "measured")
+    old = _core._set_split("auto" if mode == "measured" else mode)
+    return "measured" if measured and old == "auto" else old
+
+
+# Loop variants: FASTLSTM_SPLIT=auto|measured|rows|units (set_split), FASTLSTM_FUSE_ROWS=N (fuse
+# the input projection into the recurrent tile when a step has >= N rows; -1 = the kernels'
+# rule; for measurements). Bad values fail loudly, like FASTLSTM_ISA.
 _split = os.environ.get("FASTLSTM_SPLIT", "").strip()
 if _split:
     try:
-        _core._set_split(_split)
+        set_split(_split)
     except ValueError as e:
         raise RuntimeError(f"FASTLSTM_SPLIT={_split!r}: {e}") from None
 _fuse_rows = os.environ.get("FASTLSTM_FUSE_ROWS", "").strip()
