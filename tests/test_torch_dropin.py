@@ -352,12 +352,19 @@ def threads(torch):
     set_(*old)
 
 
+def _measured(core):
+    """Whether the native split is the measured one now (read by setting and restoring it)."""
+    old = core._set_split_adaptive(False)
+    core._set_split_adaptive(old)
+    return old
+
+
 @pytest.mark.parametrize("n_torch,n_fast,want", [(1, 2, 1), (2, 1, 1), (2, 2, 2), (3, 2, 2)])
 def test_kernels_follow_torch_threads(torch, ft, monkeypatch, threads, n_torch, n_fast, want):
     """The rule: min(torch.get_num_threads(), fastlstm.get_num_threads()) threads inside a call
-    (forward, backward and inference); fastlstm's own setting is unchanged after; torch's
-    OpenMP workers are paused before the kernels (opt-in: pause_torch_openmp) exactly when they
-    run on more than one thread."""
+    (forward, backward and inference), with the measured split when more than one; fastlstm's
+    own settings are unchanged after; torch's OpenMP workers are paused before the kernels
+    (opt-in: pause_torch_openmp) exactly when they run on more than one thread."""
     import fastlstm
     from fastlstm import _core
     from fastlstm.backends import native
@@ -366,7 +373,10 @@ def test_kernels_follow_torch_threads(torch, ft, monkeypatch, threads, n_torch, 
     seen, paused = [], []
     for name in ("lstm_forward", "lstm_backward"):
         real = getattr(native, name)
-        monkeypatch.setattr(native, name, lambda *a, real=real, name=name: (seen.append((name, _core.get_num_threads())), real(*a))[1])
+        # the kernels' threads, and whether the measured split is on (set_split returns the mode)
+        monkeypatch.setattr(native, name, lambda *a, real=real, name=name: (
+            seen.append((name, _core.get_num_threads(), _measured(_core))),
+            real(*a))[1])
     monkeypatch.setattr(ft, "_omp_pause", lambda kind: paused.append(kind) or 0)
     assert ft.pause_torch_openmp is False                        # the default
     monkeypatch.setattr(ft, "pause_torch_openmp", True)
@@ -375,9 +385,11 @@ def test_kernels_follow_torch_threads(torch, ft, monkeypatch, threads, n_torch, 
     y.sum().backward()
     with torch.no_grad():
         mod(torch.randn(5, 2, 3))
-    assert [n for _, n in seen] == [want] * 6 and [k for k, _ in seen].count("lstm_backward") == 2
+    assert [n for _, n, _ in seen] == [want] * 6 and [k for k, _, _ in seen].count("lstm_backward") == 2
+    assert [m for _, _, m in seen] == [want > 1] * 6             # the measured split on more threads
     assert paused == ([1] * 3 if want > 1 else [])              # forward, backward, inference
     assert fastlstm.get_num_threads() == _core.get_num_threads() == n_fast
+    assert native.set_split("auto") == "auto"                   # the static rule again after
     monkeypatch.setattr(ft, "pause_torch_openmp", False)        # off: torch's workers left alone
     paused.clear()
     mod(torch.randn(5, 2, 3))[0].sum().backward()
