@@ -183,8 +183,8 @@ extern std::atomic<int> g_last_split;
 // how many parts the last recurrent loop (forward or backward) split over threads ran for a
 // late owner (StepTeam)
 extern std::atomic<long> g_last_steals;
-// Split or serial by measurement (plan_loop, run_loop; dispatch.cpp): per loop kind and size,
-// moving averages of the time per row-step with one thread and split, and how often each ran.
+// Split or serial by measurement (FASTLSTM_SPLIT=measured; choose_split in lstm_kernels.cpp):
+// per loop kind and size, the last timings per row-step with one thread and split.
 struct SplitTiming {
   uint64_t key = 0;              // 0: empty; a hash of the fields below
   int kind = 0, by_rows = 0, threads = 0;
