@@ -481,6 +481,21 @@ static bool fuse_input(long rows, long I, long Hp) {
 // (30,64,8,200), (60,32,100,300) but lost 2.3× at (24,32,1,50), whose whole forward is ~0.13 ms.
 // A rows split now runs as one StepTeam step too, so a late thread's rows are taken over.
 // A forced policy (g_split, tests and measurements) keeps a floor: a step of 2.5e5 FLOPs.
+// Small weights split by rows sooner. With the StepTeam a late worker's rows are taken over,
+// and a rows split has no per-step exchange of h_{t-1} between the cores (a units split does, and
+// it is what made the units split slow when the VM's vCPUs sat far apart, see "Split or serial"
+// below). Forced rows against forced units, 2 threads, quiet machine, forward / training
+// speedup over one thread: (24,32,1,50) 1.76 / 1.59 against 1.56 / 1.40; (50,8,1,100) 1.64 / 1.63
+// against 1.40 / 1.45; (50,64,1,32), which the old rule ran on one thread, 1.81 / 1.57. Not when
+// each thread streams weights past its L2: (20,8,1,256) 1.76 / 1.65 against 1.82 / 1.80 (1 MB of
+// W_hh per step), nor with 2 rows per thread: (50,4,32,200) 0.94 / 1.10 against 1.57 / 1.59.
+// So a loop the units rule would split goes by rows instead with 4+ rows per thread, the weights
+// a step reads within kRowsL2Bytes and kRowsSmallFlops per thread (~25 µs on one core). Loops
+// the rule runs on one thread stay there: (50,64,1,32) by rows gained 1.81x / 1.57x in one run
+// and lost 0.75x training in another, with the vCPUs far apart (a training loop's workspace is
+// written by one core and read by the other).
+constexpr double kRowsL2Bytes = 512e3;
+constexpr double kRowsSmallFlops = 5e6;    // per thread, whole loop
 constexpr double kUnitsStepFlops = 1e5;    // per step
 constexpr double kUnitsLoopFlops = 1e7;    // whole loop
 constexpr double kRowsSplitFlops = 2e7;    // per thread, whole loop
@@ -582,10 +597,11 @@ static LoopPlan plan_loop(LoopKind kind, int threads, const std::vector<int>& Bs
       plan.threads = plan.by_rows ? threads : std::min(threads, max_units);
     }
   } else if (threads > 1) {
+    const bool rows_small = B >= 4L * threads && weight_bytes <= kRowsL2Bytes && loop_flops / threads >= kRowsSmallFlops;
     if (B >= 8L * threads && weight_bytes <= kCachedWeightBytes && !ragged && loop_flops / threads >= kRowsSplitFlops)
       plan = {threads, true};
     else if (step_flops >= kUnitsStepFlops && loop_flops >= kUnitsLoopFlops && max_units > 1)
-      plan = {std::min(threads, max_units), false};
+      plan = !ragged && rows_small ? LoopPlan{threads, true} : LoopPlan{std::min(threads, max_units), false};
     if (plan.threads > 1) {
       const SplitChoice c = choose_split(kind, B, Hp, I, plan);
       plan.slot = c.slot;

@@ -453,7 +453,9 @@ def test_infinite_inputs_follow_the_reference(isa, where, sign, fused, native, c
     (3, 4, 2, 20, "serial"),      # tiny: a worker's wake-up would cost more than the work
     (50, 1, 4, 64, "serial"),     # a 33 kFLOP step: under kUnitsStepFlops
     (20, 1, 1, 100, "serial"),    # 0.1 MFLOP steps, but a 2 MFLOP loop: under kUnitsLoopFlops
-    (24, 32, 1, 50, "units"),     # 1 MFLOP steps, 20 MFLOP loop: under 2e7 FLOPs per thread for rows
+    (24, 32, 1, 50, "rows"),      # 16 rows per thread, 10 MFLOP per thread, weights within L2
+    (20, 8, 1, 256, "units"),     # 4 rows per thread, but 1 MB of W_hh per step: past L2
+    (50, 6, 1, 100, "units"),     # 3 rows per thread: too few for rows
     (50, 1, 8, 256, "units"),     # one row, 0.5 MFLOP steps (a GEMV of W_hh per step)
     (2, 16, 8, 512, "rows"),      # 8+ rows per thread, 34 MFLOP per thread, weights cached
     (3, 1, 4, 768, "units"),      # one row: a 4.7 MFLOP step split over the units
