@@ -116,7 +116,8 @@ def _zeros(shape: tuple, dtype: np.dtype) -> np.ndarray:
 # measured split (set_split("measured"): every loop the rule splits is timed split and on one
 # thread, and the faster runs), so a step whose second core is taken by torch's spinning workers
 # runs on one thread. Measured in the fit benchmark's PyTorch loops at 2 threads (nn.LSTM epoch /
-# drop-in epoch): forecast 0.84x -> 1.14x, classify 0.82x -> 1.28x with the static rule -> measured.
+# drop-in epoch), static rule -> measured: forecast 0.84x -> 1.14x and 1.60x, classify 0.82x ->
+# 1.28x and 1.20x (two runs).
 
 pause_torch_openmp = False      # True: pause torch's OpenMP workers before multi-threaded kernels
 _omp_pause = None               # omp_pause_resource_all of torch's OpenMP runtime; False: none
@@ -147,8 +148,9 @@ def _torch_omp_pause():
 
 
 class _KernelThreads:
-    """with _KernelThreads(mod): the thread rule around a Function's kernel calls (restores
-    the backend's thread count after)."""
+    """with _KernelThreads(mod): the thread rule around a Function's kernel calls, and the
+    measured split when they run on more than one thread (restores the backend's thread count
+    and split mode after)."""
 
     __slots__ = ("mod", "restore", "split")
 

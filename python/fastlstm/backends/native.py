@@ -81,7 +81,6 @@ if _forced_isa:
         raise RuntimeError(f"FASTLSTM_ISA={_forced_isa!r}: {e}") from None
 
 
-
 def set_split(mode: str) -> str:
     """How the recurrent loops share work over threads: "auto" (the kernels' static rule, the
     default), "measured" (the rule, but a loop it splits is timed split and on one thread, and
