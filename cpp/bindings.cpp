@@ -193,7 +193,8 @@ py::tuple forward(const py::array& x, const py::array& W_ih, const py::array& W_
 // keeps the initial state and the row lengths of forward.
 py::tuple backward(const py::array& dy, const py::array& dhT, const py::array& dcT, const py::object& workspace,
                    const py::array& x, const py::array& W_ih, const py::array& W_hh, const py::object& /*h0*/,
-                   const py::object& /*c0*/, const py::object& /*lengths*/, const py::object& reverse) {
+                   const py::object& /*c0*/, const py::object& /*lengths*/, const py::object& reverse,
+                   const py::object& need_dx) {
   if (!py::isinstance<PyWorkspace>(workspace))
     throw py::type_error("workspace must be the Workspace of lstm_forward(..., training=True)");
   std::shared_ptr<PyWorkspace> ws;
@@ -214,8 +215,11 @@ py::tuple backward(const py::array& dy, const py::array& dhT, const py::array& d
   a.W_ih = checked(W_ih, "W_ih", {4 * H, I}, fwd);
   a.W_hh = checked(W_hh, "W_hh", {4 * H, H}, fwd);
   a.ws = ws.get();
-  farray dx({T, B, I}), dW_ih({4 * H, I}), dW_hh({4 * H, H}), db({4 * H}), dh0({B, H}), dc0({B, H});
-  a.dx = mut(dx); a.dW_ih = mut(dW_ih); a.dW_hh = mut(dW_hh); a.db = mut(db); a.dh0 = mut(dh0); a.dc0 = mut(dc0);
+  const bool want_dx = flag(need_dx, "need_dx");
+  farray dx(want_dx ? std::vector<py::ssize_t>{T, B, I} : std::vector<py::ssize_t>{0});
+  farray dW_ih({4 * H, I}), dW_hh({4 * H, H}), db({4 * H}), dh0({B, H}), dc0({B, H});
+  a.dx = want_dx ? mut(dx) : nullptr;  // null: the kernels skip dX = dZ·W_ih
+  a.dW_ih = mut(dW_ih); a.dW_hh = mut(dW_hh); a.db = mut(db); a.dh0 = mut(dh0); a.dc0 = mut(dc0);
   a.threads = g_threads.load();
   const KernelTable* t = find_table(ws->isa);  // the layout depends on the ISA that ran forward
   {
@@ -223,6 +227,7 @@ py::tuple backward(const py::array& dy, const py::array& dhT, const py::array& d
     t->lstm_backward(a);
   }
   g_last_isa = t->name;
+  if (!want_dx) return py::make_tuple(py::none(), dW_ih, dW_hh, db, dh0, dc0);
   return py::make_tuple(dx, dW_ih, dW_hh, db, dh0, dc0);
 }
 
@@ -354,7 +359,7 @@ PYBIND11_MODULE(_core, m) {
         "one layer, one direction: -> (y, hT, cT, workspace or None)");
   m.def("lstm_backward", &backward, py::arg("dy"), py::arg("dhT"), py::arg("dcT"), py::arg("workspace"), py::arg("x"),
         py::arg("W_ih"), py::arg("W_hh"), py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("reverse"),
-        "-> (dx, dW_ih, dW_hh, db, dh0, dc0)");
+        py::arg("need_dx") = true, "-> (dx, dW_ih, dW_hh, db, dh0, dc0); dx None with need_dx=False (not computed)");
 
   py::class_<PyWorkspace, std::shared_ptr<PyWorkspace>>(m, "Workspace", "what forward keeps for backward")
       .def_property_readonly("nbytes", [](const PyWorkspace& w) { return live(w).nbytes(); })

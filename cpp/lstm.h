@@ -145,7 +145,7 @@ struct BackwardArgs {
   const float *dy, *dhT, *dcT;                 // (T,B,H) (B,H) (B,H)
   const Workspace* ws;
   const float *x, *W_ih, *W_hh;
-  float *dx, *dW_ih, *dW_hh, *db, *dh0, *dc0;  // (T,B,I) (4H,I) (4H,H) (4H) (B,H) (B,H)
+  float *dx, *dW_ih, *dW_hh, *db, *dh0, *dc0;  // (T,B,I) (4H,I) (4H,H) (4H) (B,H) (B,H); dx null: not wanted
   int threads;
 };
 

@@ -1227,9 +1227,10 @@ static void lstm_backward(const BackwardArgs& a) {
   bool identity = N == (long)T * B;
   for (long n = 0; identity && n < N; ++n) identity = ws.src[n] == n;
   const long* src = identity ? nullptr : ws.src.data();
-  if (!identity) std::memset(a.dx, 0, sizeof(float) * (size_t)T * B * I);  // padding gets no gradient
-  // dX = dZ · W_ih   (K = 4H compact gate rows of W_ih)
-  if (I <= kDotMaxI) {
+  if (a.dx && !identity) std::memset(a.dx, 0, sizeof(float) * (size_t)T * B * I);  // padding gets no gradient
+  // dX = dZ · W_ih   (K = 4H compact gate rows of W_ih), unless not wanted (a first layer)
+  if (!a.dx) {
+  } else if (I <= kDotMaxI) {
     float* WT = scratch(S_WIHB, (size_t)I * Gz);
     for (long r = 0; r < Gz; ++r)
       for (long i = 0; i < I; ++i) WT[i * Gz + r] = a.W_ih[(long)rows[r] * I + i];

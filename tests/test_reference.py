@@ -223,3 +223,20 @@ def test_matches_torch_lstm(config, rng):
     np.testing.assert_allclose(dc0, c0t.grad.numpy(), rtol=1e-9, atol=1e-11)
     for name, p in tl.named_parameters():
         np.testing.assert_allclose(m.grads[name], p.grad.numpy(), rtol=1e-9, atol=1e-11, err_msg=name)
+
+
+def test_need_dx_false_skips_only_dx(rng):
+    """need_dx=False (a first layer's backward): dx is None, every other gradient the same."""
+    T, B, I, H = 5, 3, 4, 6
+    x, W_ih, W_hh, b, h0, c0 = random_problem(rng, T, B, I, H)
+    lengths = np.array([5, 2, 4])
+    y, hT, cT, ws = ref.lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths, False, True)
+    dy = rng.standard_normal(y.shape)
+    full = ref.lstm_backward(dy, hT * 0, cT * 0, ws, x, W_ih, W_hh, h0, c0, lengths, False)
+    part = ref.lstm_backward(dy, hT * 0, cT * 0, ws, x, W_ih, W_hh, h0, c0, lengths, False, need_dx=False)
+    assert part[0] is None
+    for got, want in zip(part[1:], full[1:]):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(TypeError, match="need_dx"):
+        fastlstm.lstm_backward(dy, None, None, fastlstm.lstm_forward(x, W_ih, W_hh, b, training=True,
+                                                                     backend="reference")[3], need_dx=1)

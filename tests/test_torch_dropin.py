@@ -545,3 +545,29 @@ def test_dropin_bench_rows(torch, ft):
     assert r["backend"] == __import__("fastlstm").backends.active().NAME
     assert r["torch_s"] > 0 and r["fastlstm_s"] > 0 and r["ratio"] == pytest.approx(r["torch_s"] / r["fastlstm_s"])
     assert "| forecast | 1 |" in torch_loops.format_dropin_table(rows)
+
+
+@pytest.mark.parametrize("x_grad", [False, True])
+def test_first_layer_skips_dx_unless_needed(torch, ft, monkeypatch, x_grad):
+    """needs_input_grad reaches the kernels: the first layer's dx is computed only when x needs a
+    gradient (layers above always pass theirs down); the weights' gradients are the same."""
+    from fastlstm.backends import native
+
+    calls = []
+    real = native.lstm_backward
+    monkeypatch.setattr(native, "lstm_backward", lambda *a: (calls.append(a[-1]), real(*a))[1])
+    torch.manual_seed(0)
+    mod = ft.LSTM(3, 4, num_layers=2, bidirectional=True, backend="native")
+    ref = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True)
+    ref.load_state_dict(mod.state_dict())
+    x = torch.randn(5, 2, 3, requires_grad=x_grad)
+    mod(x)[0].sum().backward()
+    assert calls == [True, True, x_grad, x_grad]  # layer 1's two directions, then layer 0's
+    got = {n: p.grad.clone() for n, p in mod.named_parameters()}
+    gx = x.grad.clone() if x_grad else None
+    x.grad = None
+    ref(x)[0].sum().backward()
+    for n, p in ref.named_parameters():
+        torch.testing.assert_close(got[n], p.grad, rtol=1e-4, atol=1e-5)
+    if x_grad:
+        torch.testing.assert_close(gx, x.grad, rtol=1e-4, atol=1e-5)

@@ -73,18 +73,22 @@ def _private(a: np.ndarray, given) -> np.ndarray:
     return a
 
 
-def lstm_backward(dy, dhT, dcT, tape: Tape):
+def lstm_backward(dy, dhT, dcT, tape: Tape, *, need_dx=True):
     """Gradients of lstm_forward(..., training=True). dy/dhT/dcT may be None (zeros).
 
-    Returns dx (T,B,I), dW_ih (4H,I), dW_hh (4H,H), db (4H,), dh0 (B,H), dc0 (B,H).
+    Returns dx (T,B,I), dW_ih (4H,I), dW_hh (4H,H), db (4H,), dh0 (B,H), dc0 (B,H); with
+    need_dx=False dx is None and not computed (a first layer whose input needs no gradient).
     """
+    need_dx = _validate.flag("need_dx", need_dx)
     if not isinstance(tape, Tape):
         raise TypeError("lstm_backward needs the tape returned by lstm_forward(..., training=True)")
     T, B, _ = tape.x.shape
     H = tape.W_hh.shape[1]
     dy, dhT, dcT = _validate.backward_args(dy, dhT, dcT, T, B, H, tape.x.dtype)
-    return tape.backend.lstm_backward(dy, dhT, dcT, tape.workspace, tape.x, tape.W_ih, tape.W_hh,
-                                      tape.h0, tape.c0, tape.lengths, tape.reverse)
+    args = (dy, dhT, dcT, tape.workspace, tape.x, tape.W_ih, tape.W_hh, tape.h0, tape.c0, tape.lengths,
+            tape.reverse)
+    # need_dx only when False: a backend module written to the contract without it still works
+    return tape.backend.lstm_backward(*args) if need_dx else tape.backend.lstm_backward(*args, need_dx=False)
 
 
 class Prepacked:

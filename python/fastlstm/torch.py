@@ -227,10 +227,11 @@ def _stack_forward(run: _Stack, x, h0, c0, w, training):
     return x, h_n, c_n, saved
 
 
-def _stack_backward(run: _Stack, saved, w, dy, dh_n, dc_n):
+def _stack_backward(run: _Stack, saved, w, dy, dh_n, dc_n, need_dx=True):
     """Gradients of _stack_forward(..., training=True): dy (T,B,D·H), dh_n, dc_n (L·D,B,H) as
     C-contiguous arrays or None (zeros); saved and w as forward kept them.
-    Returns dx (T,B,I), dh0, dc0 (L·D,B,H) and the weights' gradients in torch's order."""
+    Returns dx (T,B,I) (None, not computed, when need_dx is False), dh0, dc0 (L·D,B,H) and the
+    weights' gradients in torch's order."""
     D, n, mod, lengths = run.D, run.n, run.mod, run.lengths
     L = len(run.layers)
     H = w[1].shape[1]
@@ -248,7 +249,7 @@ def _stack_backward(run: _Stack, saved, w, dy, dh_n, dc_n):
             # undoes y[..., d·H:(d+1)·H], hT = h_n[j], cT = c_n[j] = lstm_forward(x, ..., reverse=d == 1)
             dx_d, dW_ih, dW_hh, db, dh0[j], dc0[j] = mod.lstm_backward(
                 dy_d, zeros if dh_n is None else dh_n[j], zeros if dc_n is None else dc_n[j],
-                wss[d], x, w[j * n], w[j * n + 1], None, None, lengths, d == 1)
+                wss[d], x, w[j * n], w[j * n + 1], None, None, lengths, d == 1, k > 0 or need_dx)
             dx = dx_d if dx is None else dx + dx_d
             dw[j * n:(j + 1) * n] = [dW_ih, dW_hh] + ([db, db.copy()] if n == 4 else [])  # b = b_ih + b_hh
         dy = dx                            # the layer below's output gradient
@@ -279,11 +280,11 @@ class _LSTMStack(torch.autograd.Function):
     def backward(ctx, dy, dh_n, dc_n):
         ctx.saved_tensors  # raises if an input was modified in place since forward
         run = ctx.run
+        need = ctx.needs_input_grad  # (run, x, h0, c0, *weights)
         with _KernelThreads(run.mod):
             dx, dh0, dc0, dw = _stack_backward(run, ctx.saved, ctx.w, None if dy is None else _np(dy),
                                                None if dh_n is None else _np(dh_n),
-                                               None if dc_n is None else _np(dc_n))
-        need = ctx.needs_input_grad  # (run, x, h0, c0, *weights)
+                                               None if dc_n is None else _np(dc_n), need[1])
         grads = [torch.from_numpy(dx) if need[1] else None,
                  torch.from_numpy(dh0) if need[2] else None,
                  torch.from_numpy(dc0) if need[3] else None]

@@ -37,8 +37,8 @@ def lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths=None, reverse=False, training
     return _core.lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths, reverse, training)
 
 
-def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, reverse=False):
-    return _core.lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths, reverse)
+def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, reverse=False, need_dx=True):
+    return _core.lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths, reverse, need_dx)
 
 
 def set_num_threads(n: int) -> None:

@@ -916,11 +916,12 @@ def lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths=None, reverse=False, training
     return y, hT, cT, ws
 
 
-def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, reverse=False):
+def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, reverse=False, need_dx=True):
     """Gradients of one layer, one direction, given the forward's workspace.
 
     dy (T,B,H), dhT (B,H), dcT (B,H) -> dx (T,B,I), dW_ih (4H,I), dW_hh (4H,H), db (4H,),
     dh0 (B,H), dc0 (B,H). dhT/dcT carry the gradient from a later chunk (truncated BPTT).
+    need_dx=False: dx is not computed and None is returned in its place.
     h0 and c0 are not read (the workspace holds every h_{t-1} and c); lengths and reverse must
     be those of the forward call.
     """
@@ -948,6 +949,8 @@ def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, 
     dW_ih = _gemm_nt(dZT, ws.xT)               # dZᵀ · X       (4H, I)
     dW_hh = _gemm_nt(dZT, ws.hT)               # dZᵀ · H_prev  (4H, H)
     db = dZT.sum(axis=1)
+    if not need_dx:
+        return None, dW_ih, dW_hh, db, dh0, dc0
     dX = _gemm_nt(dZ.reshape(T * B, 4 * H), _transpose(W_ih)).reshape(T, B, I)  # dZ · W_ih
     if _plain(lens, T, reverse):
         return dX, dW_ih, dW_hh, db, dh0, dc0

@@ -96,11 +96,13 @@ def lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths=None, reverse=False, training
     return y, h, c, ws
 
 
-def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, reverse=False):
+def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, reverse=False, need_dx=True):
     """Gradients of one layer, one direction, given the forward's workspace.
 
     dy (T,B,H), dhT (B,H), dcT (B,H) -> dx (T,B,I), dW_ih (4H,I), dW_hh (4H,H), db (4H,),
     dh0 (B,H), dc0 (B,H). dhT/dcT carry the gradient from a later chunk (truncated BPTT).
+    need_dx=False: dx is not computed and None is returned in its place (a first layer whose
+    input needs no gradient).
     h0 and c0 are not read (the workspace keeps h_{t-1} and c_{t-1} of every step); they are
     in the signature because the kernel contract (DESIGN.md §2) has them.
     """
@@ -140,6 +142,8 @@ def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, 
     dW_ih = dZ2.T @ X.reshape(T * B, I)
     dW_hh = dZ2.T @ ws.h_prev.reshape(T * B, H)
     db = dZ2.sum(axis=0)
+    if not need_dx:
+        return None, dW_ih, dW_hh, db, dh, dc
     dX = dZ @ W_ih                                               # (T,B,I), step order
     dx = np.zeros_like(x)
     dx[tidx[valid], np.broadcast_to(rows, valid.shape)[valid]] = dX[valid]
