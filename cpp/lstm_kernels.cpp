@@ -1090,11 +1090,37 @@ static inline void copy_floats(float* d, const float* s, long n) {
   if (k < n) store_n(d + k, load_n(s + k, (int)(n - k)), (int)(n - k));
 }
 
+// The dW product, [dW_ih | dW_hh | db] over all real steps, in one of two orientations:
+//   small result (4H·(I + H + 1) floats up to kTnMaxC): [X | H_prev | 1]ᵀ·dZ by gemm_tn, dZ read
+//     in place (pack_xh_rows);
+//   large: dZᵀ·[X | H_prev | 1] by Gemm4, dZᵀ packed block by block (pack_xh_panels).
+// gemm_tn reloads its result every KCT rows of K, which is cheap while the result stays in L2;
+// at (20,64,512,512) (an 8 MB result) it ran the backward 5-13% slower than Gemm4. Gemm4's
+// packing of dZᵀ walks dZ a cache line per row: a fifth of the product at (150,32,1,64), where
+// gemm_tn ran the backward 1.2-1.3x faster (1 thread).
+constexpr long kTnMaxC = 1L << 18;  // floats: a 1 MB result
+
+// [X | H_prev | 1] row by row for gemm_tn: row n (F = I + H + 1 floats at out + n·F) is x row
+// src[n] (src null: n), h_{t-1} of that row, and a 1 (its row of the product is db = Σ_n dz_n).
+static void pack_xh_rows(const float* x, long I, const long* src, const float* hp, long ldh, long H, long N,
+                         float* out, int threads) {
+  const long F = I + H + 1;
+  constexpr long chunk = 256;  // rows per work item
+  for_panels((N + chunk - 1) / chunk, N * F, threads, [&](long j) {
+    for (long n = j * chunk; n < std::min(N, (j + 1) * chunk); ++n) {
+      float* o = out + n * F;
+      copy_floats(o, x + (src ? src[n] : n) * I, I);
+      copy_floats(o + I, hp + n * ldh, H);
+      o[I + H] = 1.f;
+    }
+  });
+}
+
 // [X | H_prev | 1] as the B operand of [dW_ih | dW_hh | db] = dZᵀ·[X | H_prev | 1]: K = N
 // compact rows, I + H (+ 1 with ones) columns in 4W-wide panels; X row n is x row src[n]
 // (src null: n). The column of ones gives db = Σ_n dz_n from the same GEMM (used where the
 // last vector has a free lane, see lstm_backward).
-static void pack_xh(const float* x, long I, const long* src, const float* hp, long ldh, long H, bool ones, long N,
+static void pack_xh_panels(const float* x, long I, const long* src, const float* hp, long ldh, long H, bool ones, long N,
                     float* out, int threads) {
   constexpr long NR = 4 * W;
   const long cols = I + H + (ones ? 1 : 0);
@@ -1116,6 +1142,64 @@ static void pack_xh(const float* x, long I, const long* src, const float* hp, lo
       if (n1) on[nx + nh] = 1.f;
     }
   });
+}
+
+// C(F, G) = Xᵀ·Z, C(f, g) = Σ_k X(k, f)·Z(k, g): X (ldx) and Z (ldz) row-major over k and read
+// in place, X broadcast, Z the vector operand (its rows padded to whole vectors, the padding
+// finite); C row-major, ldc ≥ G rounded up to W (whole vectors stored). Z, the big operand, is
+// read once, a KCT × 4W panel at a time (32 KB on AVX-512: reused from L1 by every register tile
+// of F), X from L2. Threads take ranges of whole vectors of G, so each reads its own part of Z.
+constexpr long KCT = 128;
+static void gemm_tn(long F, long G, long K, const float* X, long ldx, const float* Z, long ldz, float* C,
+                    long ldc, int threads) {
+  const long nvec = (G + W - 1) / W;
+  if (K <= 0) {  // an empty sum (every length 0)
+    std::memset(C, 0, sizeof(float) * F * ldc);
+    return;
+  }
+  const int n = (int)std::min<long>(gemm_threads(threads, 2.0 * F * G * K), nvec);
+  for_items(n, n, [&](long it) {
+    const long v0 = nvec * it / n, v1 = nvec * (it + 1) / n;
+    const long panels = (v1 - v0 + 3) / 4;  // of near-equal width: 13 vectors as 4,3,3,3, not 4,4,4,1
+    for (long kc0 = 0; kc0 < K; kc0 += KCT) {
+      const long kc = std::min(KCT, K - kc0);
+      for (long p = 0; p < panels; ++p) {
+        const long pv0 = v0 + (v1 - v0) * p / panels, pv1 = v0 + (v1 - v0) * (p + 1) / panels;
+        with_rows<4>((int)(pv1 - pv0), [&]<int NV>() {
+          for_tiles<MR4>((int)F, [&]<int M>(int r0) {
+            float* c = C + r0 * ldc + pv0 * W;
+            V acc[M][NV];
+            FL_UNROLL for (int i = 0; i < M; ++i) FL_UNROLL for (int v = 0; v < NV; ++v)
+              acc[i][v] = kc0 ? load(c + i * ldc + v * W) : zero();
+            micro<M, NV>(kc, X + kc0 * ldx + r0, 1, ldx, Z + kc0 * ldz + pv0 * W, acc, ldz);
+            FL_UNROLL for (int i = 0; i < M; ++i) FL_UNROLL for (int v = 0; v < NV; ++v)
+              store(c + i * ldc + v * W, acc[i][v]);
+          });
+        });
+      }
+    }
+  });
+}
+
+// out[rows[r]·ldo + f] = in[f·ldi + r] for f < nf, r < nr: the dW product's result transposed
+// back into the weights' gate rows. Runs of 8 r that map to 8 consecutive rows (every gate block
+// of a full panel) go as 8×8 register transposes; element by element this was 5% of the backward
+// at (20,64,512,512).
+static void scatter_transposed(const float* in, long ldi, long nf, long nr, const int* rows, float* out, long ldo) {
+  long r0 = 0;
+#if defined(__AVX2__)
+  for (; r0 + 8 <= nr; r0 += 8) {
+    bool consecutive = true;
+    for (int u = 1; consecutive && u < 8; ++u) consecutive = rows[r0 + u] == rows[r0] + u;
+    long f = 0;
+    if (consecutive)
+      for (; f + 8 <= nf; f += 8) transpose8x8(in + f * ldi + r0, ldi, out + (long)rows[r0] * ldo + f, ldo);
+    for (; f < nf; ++f)
+      for (int u = 0; u < 8; ++u) out[(long)rows[r0 + u] * ldo + f] = in[f * ldi + r0 + u];
+  }
+#endif
+  for (; r0 < nr; ++r0)
+    for (long f = 0; f < nf; ++f) out[(long)rows[r0] * ldo + f] = in[f * ldi + r0];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1140,6 +1224,10 @@ static void lstm_backward(const BackwardArgs& a) {
   // tile reads per k all fall into the same L1 set (8 ways) and evict each other.
   const long ldz = (Gz + 15) / 16 * 16 + 16;
   float* dZ = scratch(S_DZ, (size_t)N * ldz);
+  // gemm_tn reads dZ rows in whole vectors: the lanes past 4H are zeros (stale scratch might
+  // hold denormals or NaNs, slow or poisonous in lanes that are otherwise thrown away)
+  if (Gz % W)
+    for (long n = 0; n < N; ++n) std::memset(dZ + n * ldz + Gz, 0, sizeof(float) * (W - Gz % W));
   float* dh = scratch(S_DH, (size_t)B * ldd);
   float* dc = scratch(S_DC, (size_t)B * Hp);
   std::memset(dh, 0, sizeof(float) * B * ldd);
@@ -1246,6 +1334,19 @@ static void lstm_backward(const BackwardArgs& a) {
       for (long n = 0; n < N; ++n) std::memcpy(a.dx + src[n] * I, dXc + n * I, sizeof(float) * I);
     }
   }
+  // [dW_ih | dW_hh | db] in one product (see kTnMaxC for the two orientations)
+  const long F = I + H + 1;
+  if (Gz * F <= kTnMaxC) {
+    float* XH = scratch(S_XB, (size_t)std::max<long>(N, 1) * F);
+    pack_xh_rows(a.x, I, src, ws.hprev.get(), ws.ldh, H, N, XH, a.threads);
+    const long ldc = (Gz + W - 1) / W * W;
+    float* dWt = scratch(S_DWI, (size_t)F * ldc);  // (F, ldc): rows dW_ihᵀ | dW_hhᵀ | db
+    gemm_tn(F, Gz, N, XH, F, dZ, ldz, dWt, ldc, a.threads);
+    scatter_transposed(dWt, ldc, I, Gz, rows.data(), a.dW_ih, I);
+    scatter_transposed(dWt + I * ldc, ldc, H, Gz, rows.data(), a.dW_hh, H);
+    scatter_transposed(dWt + (I + H) * ldc, ldc, 1, Gz, rows.data(), a.db, 1);
+    return;
+  }
   // [dW_ih | dW_hh | db] = dZᵀ · [X | H_prev | 1] in one GEMM (A = dZᵀ: ars = 1, acs = ldz), so
   // dZᵀ is packed once; I + H columns padded once (padded separately, I = 1 cost a whole zero
   // panel). The ones column rides in the last vector's padding when it has a free lane (db then
@@ -1254,7 +1355,7 @@ static void lstm_backward(const BackwardArgs& a) {
     const bool ones = (I + H) % W != 0;
     const long ldw = (I + H + (ones ? 1 : 0) + 4 * W - 1) / (4 * W) * (4 * W);
     float* XHb = scratch(S_XB, (size_t)std::max<long>(N, 1) * ldw);
-    pack_xh(a.x, I, src, ws.hprev.get(), ws.ldh, H, ones, N, XHb, a.threads);
+    pack_xh_panels(a.x, I, src, ws.hprev.get(), ws.ldh, H, ones, N, XHb, a.threads);
     float* dWc = scratch(S_DWI, (size_t)Gz * ldw);  // (4H, ldw): dW_ih | dW_hh | db, compact rows
     Gemm4::run(Gz, I + H + (ones ? 1 : 0), N, dZ, 1, ldz, XHb, dWc, ldw, nullptr, false, a.threads);
     std::vector<float> dbp(Gz, 0.f);

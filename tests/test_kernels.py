@@ -18,6 +18,9 @@ ODD = [  # (T, B, I, H)
     (1, 1, 1, 1), (1, 1, 1, 3), (3, 1, 1, 37), (1, 2, 3, 45), (2, 3, 1, 257), (4, 1, 7, 45),
     (5, 3, 2, 1), (1, 1, 17, 8), (6, 5, 1, 16), (3, 7, 9, 33), (2, 2, 64, 64), (7, 13, 5, 31),
     (2, 17, 3, 100), (1, 64, 8, 24), (3, 2, 2, 129),
+    # the dW product's orientations: gemm_tn with T·B rows past its K block (128); Gemm4 (a result
+    # of 4H·(I + H + 1) > 2^18 floats)
+    (40, 5, 3, 20), (2, 3, 300, 257),
 ]
 _r = np.random.default_rng(2026)
 RANDOM = [(int(_r.integers(1, 10)), int(_r.integers(1, 20)), int(_r.integers(1, 40)),
