@@ -6,6 +6,8 @@ sane JSON and markdown, and the CLI rejects bad arguments clearly. No timing is 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import sys
 import types
 
@@ -135,6 +137,9 @@ def test_end_to_end_cli_writes_json_and_markdown(tmp_path, capsys):
     data = json.loads(js.read_text())
     assert data["machine"]["cpu"] and data["machine"]["date"] and data["fastlstm_config"]["backend"]
     assert data["machine"]["others_busy_cpus"] >= 0                 # measured, not left out
+    if platform.libc_ver()[0] == "glibc":                             # freed memory stays in the heap
+        assert data["machine"]["allocator"].startswith("glibc malloc pinned")
+        assert os.environ["MALLOC_MMAP_MAX_"] == "0"                  # and in the children (Keras)
     rows = {(r["contender"], r["mode"]): r for r in data["rows"]}
     assert set(rows) == {("reference", "forward"), ("reference", "train"), ("torch", "forward"),
                          ("torch", "train"), ("onnxruntime", "forward")}

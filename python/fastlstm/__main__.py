@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "fastlstm.fit against a PyTorch loop and Keras model.fit (--quick: 2 repeats)")
     b.add_argument("--problems", type=_names_arg(("forecast", "classify", "char-lm", "seq2seq"), "problem"),
                    metavar="NAME[,NAME...]", help="with --fit: the problems to run (default: all four)")
+    b.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc malloc as it is (by default the benchmark keeps freed memory in the "
+                        "heap, so that no contender's timings include the OS zeroing fresh pages)")
     _add_demo_parsers(sub)
     return ap
 
@@ -242,6 +245,8 @@ def _bench(args, argv) -> int:
     if args.fit and args.sweep:
         print(f"{PROG} bench: --fit and --sweep are separate benchmarks; choose one", file=sys.stderr)
         return 2
+    if not args.default_malloc:
+        runner.pin_allocator()
     if args.fit:
         return _bench_fit(args)
     if args.sweep:

@@ -276,7 +276,7 @@ def format_fit(results: dict, markdown=False) -> str:
     m = results["machine"]
     out.append(f"Fit benchmark: median epoch time (ms) over {results['repeats']} epochs after a warm-up; "
                f"{m['cpu']}, {m['cpus_usable']} usable CPUs, {m['date'][:19]}, load average at start "
-               f"{m['loadavg_start']}")
+               f"{m['loadavg_start']}; memory allocator: {m.get('allocator', 'default')}")
     for n in threads:
         head = ["problem"] + contenders + [f"{c} / native" for c in contenders if c != "native"]
         body = []

@@ -227,7 +227,12 @@ if __name__ == "__main__":
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=PROBLEMS)
+    ap.add_argument("--default-malloc", action="store_true", help="leave glibc malloc as it is (see pin_allocator)")
     args = ap.parse_args()
+    if not args.default_malloc:
+        from .runner import pin_allocator
+
+        print(f"memory allocator: {pin_allocator()}")
     rows = run_dropin_bench(tuple(args.threads), args.repeats, args.quick, tuple(args.problems),
                             progress=lambda r: print(f"  {r['problem']:9s} {r['threads']}t  torch {r['torch_s']:.3f}s  "
                                                      f"fastlstm {r['fastlstm_s']:.3f}s  {r['ratio']:.2f}x  "
