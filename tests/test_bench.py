@@ -265,3 +265,27 @@ def test_sweep_end_to_end_writes_heat_map_json_and_worst_cells(tmp_path):
 def test_sweep_rejects_options_of_the_shape_benchmark(capsys):
     assert main(["bench", "--sweep", "--shape", "book", "--no-progress"]) == 2
     assert "--shape cannot be combined with --sweep" in capsys.readouterr().err
+
+
+def test_fit_benchmark_runs_torch_at_the_thread_count_it_reports(monkeypatch):
+    require("torch")
+    import torch
+
+    from fastlstm.bench import fit
+
+    epochs = fit.fastlstm_epochs
+
+    def and_then_2_threads(*a, **k):  # as numba's OpenMP layer did to torch's runtime
+        out = epochs(*a, **k)
+        torch.set_num_threads(2)
+        return out
+
+    monkeypatch.setattr(fit, "fastlstm_epochs", and_then_2_threads)
+    old = torch.get_num_threads()
+    try:
+        res = fit.run_fit(problems=("forecast",), threads=(1,), repeats=1, backends=("native",),
+                          peers=("torch",), progress=False)
+    finally:
+        torch.set_num_threads(old)
+    row = next(r for r in res["rows"] if r["contender"] == "torch")
+    assert row["threads"] == 1 and row["torch_threads"] == 1 and len(row["times"]) == 1

@@ -210,3 +210,27 @@ def test_info_reports_the_runtime(nbk):
     assert info["cache_dir"] != "unknown"
     assert "nnan" not in nbk.FASTMATH and "ninf" not in nbk.FASTMATH
     assert set(nbk.DTYPES) == {np.dtype(np.float32), np.dtype(np.float64)}
+
+
+def test_parallel_kernels_leave_torchs_thread_count_alone():
+    """Numba's OpenMP layer shares libgomp with torch and set its thread count on the first
+    parallel launch (torch.set_num_threads(1) then ran torch on every core): the backend prefers
+    another layer unless the user chose one."""
+    require("numba")
+    require("torch")
+    code = (
+        "import torch; torch.set_num_threads(1)\n"
+        "import numpy as np, numba, fastlstm\n"
+        "fastlstm.set_num_threads(2)\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.standard_normal((10, 64, 32), dtype=np.float32)\n"
+        "W = rng.standard_normal((512, 32), dtype=np.float32) * .1\n"
+        "R = rng.standard_normal((512, 128), dtype=np.float32) * .1\n"
+        "y, h, c, tape = fastlstm.core.lstm_forward(x, W, R, np.zeros(512, np.float32), training=True, backend='numba')\n"
+        "fastlstm.core.lstm_backward(y, None, None, tape)\n"
+        "print(numba.threading_layer(), torch.get_num_threads())\n")
+    r = _run_python(code, FASTLSTM_BACKEND="numba")
+    assert r.returncode == 0, r.stderr
+    layer, torch_threads = r.stdout.split()
+    assert layer != "omp"            # a parallel kernel ran (threading_layer raises before one)
+    assert torch_threads == "1"

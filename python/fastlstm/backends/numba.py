@@ -60,6 +60,17 @@ except ImportError as e:  # the registry then reports this backend as unavailabl
 from .. import _validate
 from . import get_num_threads as _registry_threads
 
+# Numba's OpenMP threading layer is the libgomp.so.1 torch's CPU wheels load too, and its first
+# parallel launch sets that runtime's thread count to numba's (all cores): torch.set_num_threads(1)
+# then ran torch on 2 threads for the rest of the process (seen in the fit benchmark, where
+# torch's "1 thread" char-LM epoch took 0.8 CPU seconds in 0.4 s of wall time). Unless the user
+# chose a layer, prefer TBB, then numba's own workqueue (one kernel at a time: _PARALLEL_LOCK),
+# then OpenMP. The layer is fixed at the process's first parallel launch.
+import os as _os  # noqa: E402
+
+if "NUMBA_THREADING_LAYER" not in _os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in _os.environ:
+    nb.config.THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
+
 NAME = "numba"
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 

@@ -221,6 +221,7 @@ def run_fit(problems=PROBLEM_NAMES, threads=(1, 2), repeats=5, backends=("native
             data = make_problem_data(name, seed)
             for be in backends:
                 note(f"{name}, {n} thread(s), fastlstm {be}")
+                fastlstm.set_num_threads(n)
                 try:
                     times = fastlstm_epochs(name, data, be, repeats + 1, seed)[1:]
                     rows.append(dict(problem=name, threads=n, contender=be, kind="fastlstm", times=times))
@@ -229,11 +230,15 @@ def run_fit(problems=PROBLEM_NAMES, threads=(1, 2), repeats=5, backends=("native
                 done += 1
             for peer in peers:
                 note(f"{name}, {n} thread(s), {peer}")
-                times, why = [], None
+                times, why, extra = [], None, {}
                 if peer in ("torch", "torch+fastlstm"):
                     if torch is None:
                         why = "torch not installed"
                     else:
+                        # set again before every contender: a runtime another contender loaded can
+                        # change it (numba's OpenMP layer once set torch's to all cores)
+                        torch.set_num_threads(n)
+                        fastlstm.set_num_threads(n)
                         from . import torch_loops
 
                         cls = torch.nn.LSTM
@@ -242,10 +247,11 @@ def run_fit(problems=PROBLEM_NAMES, threads=(1, 2), repeats=5, backends=("native
 
                             cls = ft.LSTM
                         times = [torch_loops.torch_epoch(name, data, lstm_cls=cls, seed=seed) for _ in range(repeats + 1)][1:]
+                        extra = {"torch_threads": torch.get_num_threads()}   # still n: checked by the tests
                 elif peer == "keras":
                     t, why = _keras_epochs(name, n, repeats + 1)
                     times = [] if t is None else t[1:]
-                rows.append(dict(problem=name, threads=n, contender=peer, kind="peer", times=times,
+                rows.append(dict(problem=name, threads=n, contender=peer, kind="peer", times=times, **extra,
                                  **({"note": why} if why else {})))
                 done += 1
     for r in rows:
