@@ -1120,8 +1120,8 @@ static void pack_xh_rows(const float* x, long I, const long* src, const float* h
 // compact rows, I + H (+ 1 with ones) columns in 4W-wide panels; X row n is x row src[n]
 // (src null: n). The column of ones gives db = Σ_n dz_n from the same GEMM (used where the
 // last vector has a free lane, see lstm_backward).
-static void pack_xh_panels(const float* x, long I, const long* src, const float* hp, long ldh, long H, bool ones, long N,
-                    float* out, int threads) {
+static void pack_xh_panels(const float* x, long I, const long* src, const float* hp, long ldh, long H, bool ones,
+                           long N, float* out, int threads) {
   constexpr long NR = 4 * W;
   const long cols = I + H + (ones ? 1 : 0);
   for_panels((cols + NR - 1) / NR, N * cols, threads, [&](long j) {

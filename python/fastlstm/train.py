@@ -17,13 +17,15 @@ first); padded positions beyond lengths may hold anything — they are never rea
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
 
 import numpy as np
 
-from . import _validate, io, optim
+from . import _blas, _validate, io, optim
+from .backends import get_num_threads
 from .nn.losses import get_loss
 from .nn.metrics import get_metric
 from .nn.module import Module
@@ -449,6 +451,9 @@ def fit(model: Module, X, y, *, loss="mse", optimizer="adam", lr=None, epochs=10
     model.train()
     for cb in cbs:
         cb.on_train_begin({})
+    # NumPy's BLAS on one thread while the kernels use more (its spinning workers take their cores)
+    blas = contextlib.ExitStack()
+    blas.enter_context(_blas.serial_blas(get_num_threads() > 1))
     try:
         for epoch in range(initial_epoch, epochs):
             model._reseed([seed, epoch])
@@ -490,6 +495,7 @@ def fit(model: Module, X, y, *, loss="mse", optimizer="adam", lr=None, epochs=10
             if loop.stop_training:
                 break
     finally:
+        blas.close()
         model.eval()
         for m, old in stateful.values():
             m.stateful = old

@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 import fastlstm
+from fastlstm._blas import OpenBLAS
 from fastlstm.backends import reference
 
 from . import peers as _peers
@@ -196,39 +197,7 @@ def time_call(fn: Callable[[], object], repeats: int, warmup: int, min_time: flo
 # threads: fastlstm, torch and ONNX Runtime are told directly; NumPy's OpenBLAS (the reference)
 # through its C API, found in this process's mapped libraries (what threadpoolctl does)
 
-class _OpenBLAS:
-    SETTERS = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
-               "openblas_set_num_threads")
-    GETTERS = ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
-               "openblas_get_num_threads")
-
-    def __init__(self):
-        self.lib = self.set_fn = self.get_fn = None
-        try:
-            with open("/proc/self/maps") as f:
-                paths = {ln.split()[-1] for ln in f if "openblas" in ln.lower() and "/" in ln}
-        except OSError:
-            paths = set()
-        for path in sorted(paths):
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            s = next((getattr(lib, n) for n in self.SETTERS if hasattr(lib, n)), None)
-            g = next((getattr(lib, n) for n in self.GETTERS if hasattr(lib, n)), None)
-            if s is not None and g is not None:
-                s.argtypes, s.restype, g.restype = [ctypes.c_int], None, ctypes.c_int
-                self.lib, self.set_fn, self.get_fn = path, s, g
-                return
-
-    def get(self) -> int | None:
-        return None if self.get_fn is None else int(self.get_fn())
-
-    def set(self, n: int) -> bool:
-        if self.set_fn is None:
-            return False
-        self.set_fn(int(n))
-        return True
+_OpenBLAS = OpenBLAS   # fastlstm._blas.OpenBLAS (also used by fit)
 
 
 def fma_peak(threads: int, seconds: float = 0.2) -> tuple[float | None, str]:
@@ -276,7 +245,7 @@ def pin_allocator() -> str:
     so the next call's block is fresh pages the kernel zeroes one page fault at a time. Whether a
     contender pays for that depends on what ran before it in the process (glibc raises its mmap
     threshold after big frees): torch's char-LM training epoch took 0.88 s in a fresh process and
-    0.55-0.65 s after other work or with these settings (167 000 page faults per epoch fewer).
+    0.65 s with these settings (167 000 page faults per epoch fewer).
     fastlstm's kernels keep their buffers between calls and are not affected. Pinned, every
     contender runs with warm memory, whatever ran before it. Returns what was done, for the report.
     """
