@@ -482,9 +482,8 @@ static bool fuse_input(long rows, long I, long Hp) {
 // A rows split now runs as one StepTeam step too, so a late thread's rows are taken over.
 // A forced policy (g_split, tests and measurements) keeps a floor: a step of 2.5e5 FLOPs.
 // Small weights split by rows sooner. With the StepTeam a late worker's rows are taken over,
-// and a rows split has no per-step exchange of h_{t-1} between the cores (a units split does, and
-// it is what made the units split slow when the VM's vCPUs sat far apart, see "Split or serial"
-// below). Forced rows against forced units, 2 threads, quiet machine, forward / training
+// and a rows split has no per-step exchange of h_{t-1} between the cores (a units split does).
+// Forced rows against forced units, 2 threads, quiet machine, forward / training
 // speedup over one thread: (24,32,1,50) 1.76 / 1.59 against 1.56 / 1.40; (50,8,1,100) 1.64 / 1.63
 // against 1.40 / 1.45; (50,64,1,32), which the old rule ran on one thread, 1.81 / 1.57. Not when
 // each thread streams weights past its L2: (20,8,1,256) 1.76 / 1.65 against 1.82 / 1.80 (1 MB of
@@ -492,8 +491,9 @@ static bool fuse_input(long rows, long I, long Hp) {
 // So a loop the units rule would split goes by rows instead with 4+ rows per thread, the weights
 // a step reads within kRowsL2Bytes and kRowsSmallFlops per thread (~25 µs on one core). Loops
 // the rule runs on one thread stay there: (50,64,1,32) by rows gained 1.81x / 1.57x in one run
-// and lost 0.75x training in another, with the vCPUs far apart (a training loop's workspace is
-// written by one core and read by the other).
+// and lost 0.75x training in another (measured before the thread pool stopped a woken worker
+// from sharing its caller's CPU, see leave_cpu in thread_pool.cpp: that run may have had both
+// threads on one vCPU).
 constexpr double kRowsL2Bytes = 512e3;
 constexpr double kRowsSmallFlops = 5e6;    // per thread, whole loop
 constexpr double kUnitsStepFlops = 1e5;    // per step
@@ -510,9 +510,8 @@ struct LoopPlan {
 // core, 2 threads ran (50,32,1,50) training at 0.87x and (100,32,10,100) backward at 0.72x of
 // one thread (the worker, descheduled in the middle of its part, holds up the step: steals only
 // take parts not yet started), and for minutes at a time, with nothing else running in the VM,
-// a units split at (24,32,1,50) ran at 0.6x of one thread with both threads busy and the worker
-// on time (each step's h_{t-1} crossing between the cores, slow whenever the hypervisor puts
-// the two vCPUs far apart). So a loop the rule splits is timed, per kind (forward or backward),
+// a units split at (24,32,1,50) ran at 0.6x of one thread (both threads on one vCPU, Linux
+// having woken the worker on its caller's CPU; thread_pool.cpp's leave_cpu now moves it). So a loop the rule splits is timed, per kind (forward or backward),
 // split, threads, rows, hidden size and fused inputs: kFirstRuns loops split, then kFirstRuns
 // on one thread, then the one with the lower median of its last 4 times per compact row-step;
 // every kExploreEvery loops of that kind the other runs kFirstRuns times, so a change (the load
