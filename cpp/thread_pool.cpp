@@ -82,6 +82,19 @@ class Pool {
     for (auto& t : workers_) t.join();
   }
 
+  // a wake-up without a job: the workers spin as after a job, then sleep again
+  void wake(int n) {
+    std::unique_lock<std::mutex> busy(call_mutex_, std::try_to_lock);
+    if (n <= 1 || !busy.owns_lock()) return;
+    grow(n - 1);
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      caller_cpu_ = current_cpu();
+      ++wake_gen_;
+    }
+    cv_.notify_all();
+  }
+
   int run(int n, const TeamFn& fn, bool dynamic) {
     std::unique_lock<std::mutex> busy(call_mutex_, std::try_to_lock);
     if (n <= 1 || !busy.owns_lock()) {  // serial, or the team is in use by another caller
@@ -152,7 +165,7 @@ class Pool {
   }
 
   void loop(int id) {
-    long seen = 0;
+    long seen = 0, seen_wake = 0;
     for (;;) {
       // spin a little before sleeping: back-to-back kernel calls (a training step's forward,
       // the Python between, its backward) then skip the wake-up cost (60-250 µs on a VM)
@@ -164,8 +177,15 @@ class Pool {
       int n, caller_cpu;
       {
         std::unique_lock<std::mutex> lk(m_);
-        cv_.wait(lk, [&] { return stop_ || job_gen_ != seen; });
+        cv_.wait(lk, [&] { return stop_ || job_gen_ != seen || wake_gen_ != seen_wake; });
         if (stop_) return;
+        seen_wake = wake_gen_;
+        if (job_gen_ == seen) {  // woken without a job (wake): spin for the job to come
+          caller_cpu = caller_cpu_;
+          lk.unlock();
+          if (caller_cpu >= 0 && current_cpu() == caller_cpu) leave_cpu(caller_cpu);
+          continue;
+        }
         seen = job_gen_;
         if (id > active_) continue;  // not part of this job
         fn = fn_;
@@ -204,6 +224,7 @@ class Pool {
   int active_ = 0;
   int caller_cpu_ = -1;  // the CPU the job's caller ran on when it posted the job
   long job_gen_ = 0;
+  long wake_gen_ = 0;  // wake() calls
   std::atomic<long> job_gen_seen_{0};
   std::atomic<int> pending_{0};
   std::atomic<uint64_t> seats_{0};  // pack_seats(job, seats not yet taken in the forming team)
@@ -233,6 +254,10 @@ int parallel_run(int n, const TeamFn& fn, bool dynamic) {
   return ran;
 }
 bool workers_awake() { return now_ns() - g_last_team_end_ns.load(std::memory_order_relaxed) < 150000; }
+void wake_workers(int n) {
+  if (n <= 1 || workers_awake()) return;
+  pool().wake(n);
+}
 
 DenormalGuard::DenormalGuard() {
 #if defined(__SSE2__)

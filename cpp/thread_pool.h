@@ -42,6 +42,11 @@ int parallel_run(int n, const TeamFn& fn, bool dynamic = false);
 // Whether the workers are likely still spinning after the last team call (they spin ~200 µs
 // before sleeping): a call then starts without a wake-up (60-250 µs on a VM).
 bool workers_awake();
+// Start waking up to n - 1 sleeping workers now, without a job, so that a team call a little
+// later finds them spinning: a call whose loop will split hides the wake-up (60-250 µs on a VM)
+// behind its packing. No-op while the team is in use or the workers are awake. It does not
+// change workers_awake(): the products before the loop keep their rule for sleeping workers.
+void wake_workers(int n);
 
 // Split [0, total) in `parts` contiguous ranges aligned to `align`; returns part `i`.
 inline void split_range(long total, int parts, int i, long align, long* begin, long* end) {
