@@ -386,6 +386,19 @@ PYBIND11_MODULE(_core, m) {
   m.def("_set_fuse_rows", [](long n) { return g_fuse_rows.exchange(n); }, py::arg("rows"),
         "forward policy: fuse the input projection when a step has >= rows rows (-1: the kernels' "
         "rule, the default); returns the previous setting");
+  m.def("_set_openmp_executor", [](uintptr_t parallel, uintptr_t thread_num, uintptr_t num_threads) {
+    set_openmp_executor(reinterpret_cast<OmpParallelFn>(parallel), reinterpret_cast<OmpIntFn>(thread_num),
+                        reinterpret_cast<OmpIntFn>(num_threads));
+    return openmp_executor_set();
+  }, py::arg("parallel"), py::arg("thread_num"), py::arg("num_threads"),
+        "run this thread's kernel teams on an OpenMP runtime: the addresses of its GOMP_parallel, "
+        "omp_get_thread_num, omp_get_num_threads (all 0: the kernels' own pool); returns whether set");
+  m.def("_openmp_runs", [](bool reset) {
+    long runs;
+    int largest;
+    openmp_runs(&runs, &largest, reset);
+    return py::make_tuple(runs, largest);
+  }, py::arg("reset") = false, "(team calls run on an OpenMP runtime, the largest such team) since the last reset");
   m.def("_set_split", [](const std::string& mode) {
     int v = mode == "auto" ? 0 : mode == "rows" ? 1 : mode == "units" ? 2 : -1;
     if (v < 0) throw py::value_error("split must be 'auto', 'rows' or 'units', got '" + mode + "'");

@@ -248,14 +248,56 @@ int64_t now_ns() {
       .count();
 }
 }  // namespace
+namespace {
+struct OpenMp {
+  OmpParallelFn parallel = nullptr;
+  OmpIntFn thread_num = nullptr, num_threads = nullptr;
+};
+thread_local OpenMp tls_omp;
+std::atomic<long> g_omp_runs{0};
+std::atomic<int> g_omp_largest{0};
+struct OmpJob {
+  const TeamFn* fn;
+  const OpenMp* omp;
+  int size;
+};
+// Each thread of the OpenMP team: its id and the team's size from the runtime (it may grant
+// fewer threads than asked; fn splits by team.size()).
+void omp_member(void* p) {
+  OmpJob& job = *static_cast<OmpJob*>(p);
+  const int tid = job.omp->thread_num(), size = job.omp->num_threads();
+  if (tid == 0) job.size = size;
+  Team team(size);
+  DenormalGuard g;
+  (*job.fn)(tid, team);
+}
+}  // namespace
+void set_openmp_executor(OmpParallelFn parallel, OmpIntFn thread_num, OmpIntFn num_threads) {
+  if (!parallel || !thread_num || !num_threads) parallel = nullptr, thread_num = num_threads = nullptr;
+  tls_omp = OpenMp{parallel, thread_num, num_threads};
+}
+bool openmp_executor_set() { return tls_omp.parallel != nullptr; }
+void openmp_runs(long* runs, int* largest, bool reset) {
+  *runs = reset ? g_omp_runs.exchange(0) : g_omp_runs.load();
+  *largest = reset ? g_omp_largest.exchange(0) : g_omp_largest.load();
+}
+
 int parallel_run(int n, const TeamFn& fn, bool dynamic) {
+  if (n > 1 && tls_omp.parallel) {
+    OmpJob job{&fn, &tls_omp, 1};
+    tls_omp.parallel(&omp_member, &job, (unsigned)n, 0);
+    if (job.size > 1) g_last_team_end_ns.store(now_ns(), std::memory_order_relaxed);
+    g_omp_runs.fetch_add(1, std::memory_order_relaxed);
+    for (int m = g_omp_largest.load(); m < job.size && !g_omp_largest.compare_exchange_weak(m, job.size);) {}
+    return job.size;
+  }
   const int ran = pool().run(n, fn, dynamic);
   if (ran > 1) g_last_team_end_ns.store(now_ns(), std::memory_order_relaxed);
   return ran;
 }
 bool workers_awake() { return now_ns() - g_last_team_end_ns.load(std::memory_order_relaxed) < 150000; }
 void wake_workers(int n) {
-  if (n <= 1 || workers_awake()) return;
+  if (n <= 1 || workers_awake() || tls_omp.parallel) return;
   pool().wake(n);
 }
 

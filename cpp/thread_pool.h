@@ -48,6 +48,21 @@ bool workers_awake();
 // change workers_awake(): the products before the loop keep their rule for sleeping workers.
 void wake_workers(int n);
 
+// Teams on another OpenMP runtime's threads instead of the pool: `parallel` is libgomp's
+// GOMP_parallel (what `#pragma omp parallel` compiles to), `thread_num` / `num_threads` its
+// omp_get_thread_num / omp_get_num_threads; all null: the pool again. The drop-in for
+// torch.nn.LSTM points this at the runtime torch already loaded: after each parallel torch op
+// its workers spin on the cores the pool's workers need, and the two teams took each other's
+// time slices (a 2-thread char-LM epoch 1.3x slower than with torch's workers asleep). On
+// torch's own team there is one set of threads, and they are awake when our call comes.
+// Set per calling thread (thread_local): another thread's calls keep the pool.
+using OmpParallelFn = void (*)(void (*)(void*), void*, unsigned, unsigned);
+using OmpIntFn = int (*)();
+void set_openmp_executor(OmpParallelFn parallel, OmpIntFn thread_num, OmpIntFn num_threads);
+bool openmp_executor_set();
+// Team calls run on an OpenMP runtime since the last reset, and the largest team among them (tests).
+void openmp_runs(long* runs, int* largest, bool reset);
+
 // Split [0, total) in `parts` contiguous ranges aligned to `align`; returns part `i`.
 inline void split_range(long total, int parts, int i, long align, long* begin, long* end) {
   long units = (total + align - 1) / align;

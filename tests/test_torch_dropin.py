@@ -359,60 +359,79 @@ def _measured(core):
     return old
 
 
+def _torch_on_openmp(torch):
+    import sys
+
+    return sys.platform.startswith("linux") and "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+@pytest.mark.parametrize("on_torch_threads", [True, False])
 @pytest.mark.parametrize("n_torch,n_fast,want", [(1, 2, 1), (2, 1, 1), (2, 2, 2), (3, 2, 2)])
-def test_kernels_follow_torch_threads(torch, ft, monkeypatch, threads, n_torch, n_fast, want):
+def test_kernels_follow_torch_threads(torch, ft, monkeypatch, threads, n_torch, n_fast, want, on_torch_threads):
     """The rule: min(torch.get_num_threads(), fastlstm.get_num_threads()) threads inside a call
-    (forward, backward and inference), with the measured split when more than one; fastlstm's
-    own settings are unchanged after; torch's OpenMP workers are paused before the kernels
-    (opt-in: pause_torch_openmp) exactly when they run on more than one thread."""
+    (forward, backward and inference); on more than one, the teams run on torch's OpenMP threads
+    (use_torch_threads, the default, where torch runs on OpenMP), else on the kernels' pool with
+    the measured split; fastlstm's own settings (threads, split, team) are unchanged after."""
     import fastlstm
     from fastlstm import _core
     from fastlstm.backends import native
 
+    omp = on_torch_threads and _torch_on_openmp(torch)
+    monkeypatch.setattr(ft, "use_torch_threads", on_torch_threads)
     threads(n_torch, n_fast)
-    seen, paused = [], []
+    seen = []
     for name in ("lstm_forward", "lstm_backward"):
         real = getattr(native, name)
-        # the kernels' threads, and whether the measured split is on (set_split returns the mode)
+        # the kernels' threads, whether the measured split is on, and the OpenMP team runs so far
         monkeypatch.setattr(native, name, lambda *a, real=real, name=name: (
-            seen.append((name, _core.get_num_threads(), _measured(_core))),
+            seen.append((name, _core.get_num_threads(), _measured(_core), _core._openmp_runs()[0])),
             real(*a))[1])
-    monkeypatch.setattr(ft, "_omp_pause", lambda kind: paused.append(kind) or 0)
-    assert ft.pause_torch_openmp is False                        # the default
-    monkeypatch.setattr(ft, "pause_torch_openmp", True)
-    mod = ft.LSTM(3, 4, num_layers=2, backend="native")
-    y, _ = mod(torch.randn(5, 2, 3))
+    _core._openmp_runs(True)
+    mod = ft.LSTM(32, 128, num_layers=2, backend="native")    # big enough to split
+    y, _ = mod(torch.randn(20, 64, 32))
     y.sum().backward()
     with torch.no_grad():
-        mod(torch.randn(5, 2, 3))
-    assert [n for _, n, _ in seen] == [want] * 6 and [k for k, _, _ in seen].count("lstm_backward") == 2
-    assert [m for _, _, m in seen] == [want > 1] * 6             # the measured split on more threads
-    assert paused == ([1] * 3 if want > 1 else [])              # forward, backward, inference
+        mod(torch.randn(20, 64, 32))
+    assert [n for _, n, _, _ in seen] == [want] * 6 and [k for k, _, _, _ in seen].count("lstm_backward") == 2
+    assert [m for _, _, m, _ in seen] == [want > 1 and not omp] * 6   # the measured split: the pool only
+    runs, largest = _core._openmp_runs()
+    if want > 1 and omp:
+        assert runs > 0 and largest == want and seen[-1][3] > seen[0][3]  # teams on torch's threads
+    else:
+        assert runs == 0
     assert fastlstm.get_num_threads() == _core.get_num_threads() == n_fast
     assert native.set_split("auto") == "auto"                   # the static rule again after
-    monkeypatch.setattr(ft, "pause_torch_openmp", False)        # off: torch's workers left alone
-    paused.clear()
-    mod(torch.randn(5, 2, 3))[0].sum().backward()
-    assert paused == []
+    rng = np.random.default_rng(0)
+    fastlstm.core.lstm_forward(rng.standard_normal((30, 64, 32), np.float32), rng.standard_normal((512, 32), np.float32),
+                               rng.standard_normal((512, 128), np.float32), np.zeros(512, np.float32), backend="native")
+    assert _core._openmp_runs() == (runs, largest)              # the pool again outside the drop-in
 
 
-def test_pausing_torch_openmp_keeps_torch_working(torch, ft, threads):
-    """omp_pause_resource_all on torch's own runtime (found among the loaded libraries on Linux
-    when torch runs on OpenMP): torch's next parallel ops start their workers again and compute
-    the same; the thread count torch reports is unchanged."""
-    import sys
+def test_teams_on_torch_threads_compute_the_same(torch, ft, monkeypatch, threads):
+    """Torch's OpenMP runtime is found among the loaded libraries (Linux, torch on OpenMP); a
+    2-thread drop-in step on its threads gives what the kernels' own pool gives, and torch's
+    own parallel ops still work after."""
+    from fastlstm import _core
 
-    pause = ft._torch_omp_pause()
-    if sys.platform.startswith("linux") and "parallel backend: OpenMP" in torch.__config__.parallel_info():
-        assert pause is not None
-    if pause is None:
-        return
+    team = ft._torch_openmp_team()
+    assert (team is not None) == _torch_on_openmp(torch)
     threads(2, 2)
+    torch.manual_seed(0)
+    mod = ft.LSTM(24, 50, num_layers=2, bidirectional=True, backend="native")
+    x = torch.randn(30, 64, 24)
+    got = {}
+    for on in (True, False):
+        monkeypatch.setattr(ft, "use_torch_threads", on)
+        mod.zero_grad()
+        _core._openmp_runs(True)
+        y, (h, c) = mod(x)
+        (y.square().sum() + h.sum() + c.sum()).backward()
+        got[on] = [y.detach(), h.detach(), c.detach()] + [p.grad.clone() for p in mod.parameters()]
+        assert (_core._openmp_runs()[1] == 2) == (on and team is not None)
+    for a, b in zip(got[True], got[False]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     a = torch.randn(300_000)
-    want = a.sum()
-    for _ in range(3):
-        assert pause(1) == 0                                   # omp_pause_soft: released
-        torch.testing.assert_close(a.sum(), want)
+    torch.testing.assert_close(a.sum(), a.double().sum().float(), rtol=1e-5, atol=1e-3)
     assert torch.get_num_threads() == 2
 
 

@@ -24,8 +24,8 @@ b_ih + b_hh is a 4H-add (~1 µs). A cache keyed on torch's version counters woul
 `p.data.add_(...)`, which moves no counter; one keyed on the values would cost what it saves.
 
 Threads: a call's kernels run with min(torch.get_num_threads(), fastlstm.get_num_threads())
-threads (torch.set_num_threads(1) makes the drop-in single-threaded too); see the note above
-pause_torch_openmp on how torch's OpenMP workers and fastlstm's team share the cores.
+threads (torch.set_num_threads(1) makes the drop-in single-threaded too), on torch's own OpenMP
+threads where it runs on OpenMP; see the note above use_torch_threads.
 
 What runs where (and why):
   float32 CPU tensors        fastlstm, the active backend (native C++ kernels when built)
@@ -96,39 +96,38 @@ def _zeros(shape: tuple, dtype: np.dtype) -> np.ndarray:
     return z
 
 
-# --- threads: fastlstm's kernels next to torch's OpenMP team ---------------------------------
+# --- threads: fastlstm's kernels on torch's OpenMP team --------------------------------------
 #
 # The rule: a call's kernels run with min(torch.get_num_threads(), fastlstm.get_num_threads())
 # threads, so torch.set_num_threads(1) makes the drop-in single-threaded too.
 #
-# The fight, measured on the 2-core VM: after every parallel torch op, torch's OpenMP (libgomp)
-# workers spin ~5-7 ms (GOMP_SPINCOUNT's default) on the cores fastlstm's team needs, and a team
-# member that shares its core with a spinner stalls every step's barrier: the drop-in's LSTM
-# forward + backward at 2 threads took 1.9-2.1x the same kernels called back to back at
-# seq2seq's shapes (1.08-1.13x at 1 thread). pause_torch_openmp = True pauses those workers
-# (omp_pause_resource_all, OpenMP 5.0) before each multi-threaded kernel call. Off by default:
-# torch's next parallel op must start its workers again, which took ~8 ms on the loaded shared
-# machine (a new thread waits for a time slice; a spinning one already holds its core), so it
-# helped or hurt depending on load. The fix belongs in the kernels' thread pool (run the teams on
-# the OpenMP runtime torch uses, or yield sooner), not here.
+# Whose threads: after every parallel torch op, torch's OpenMP (libgomp) workers spin for a while
+# (GOMP_SPINCOUNT) on the cores that the kernels' own pool needs next, and the two teams take each
+# other's time slices. Measured on the 2-core VM, PyTorch loops of the fit benchmark at 2 threads
+# (nn.LSTM epoch / drop-in epoch): 0.76x at char-LM and 0.87x at seq2seq with the kernels on their
+# own pool; with torch's workers made to sleep (OMP_WAIT_POLICY=passive) the drop-in's char-LM
+# epoch fell from 0.47 to 0.36 s. So a multi-threaded call runs its teams on torch's own OpenMP
+# runtime (GOMP_parallel of the libgomp torch loaded, found among the process's mapped
+# libraries): one set of threads, already awake when the call comes. Same run: char-LM 0.76x ->
+# 1.06x, seq2seq 0.87x -> 1.11x, forecast 1.16x -> 1.46x, classify 1.09x -> 1.40x.
 #
-# What the drop-in does instead: its multi-threaded kernel calls run with the native backend's
-# measured split (set_split("measured"): every loop the rule splits is timed split and on one
-# thread, and the faster runs), so a step whose second core is taken by torch's spinning workers
-# runs on one thread. Measured in the fit benchmark's PyTorch loops at 2 threads (nn.LSTM epoch /
-# drop-in epoch), static rule -> measured: forecast 0.84x -> 1.14x and 1.60x, classify 0.82x ->
-# 1.28x and 1.20x (two runs).
+# Where no OpenMP runtime of torch's is found (torch built on TBB or its native pool, macOS,
+# Windows) or use_torch_threads is False, the kernels keep their own pool and run with the
+# native backend's measured split (set_split("measured"): every loop the rule splits is timed
+# split and on one thread, and the faster runs), so a step whose second core is taken by torch's
+# spinning workers runs on one thread (static rule -> measured, pool: forecast 0.84x -> 1.14x,
+# classify 0.82x -> 1.20x).
 
-pause_torch_openmp = False      # True: pause torch's OpenMP workers before multi-threaded kernels
-_omp_pause = None               # omp_pause_resource_all of torch's OpenMP runtime; False: none
-_OMP_PAUSE_SOFT = 1             # omp_pause_soft: threads released, state (ICVs) kept
+use_torch_threads = True        # False: the kernels' own thread pool, with the measured split
+_omp_team = None                # (GOMP_parallel, omp_get_thread_num, omp_get_num_threads); False: none
 
 
-def _torch_omp_pause():
-    """omp_pause_resource_all of the OpenMP runtime torch already loaded (Linux), or None."""
-    global _omp_pause
-    if _omp_pause is None:
-        _omp_pause = False
+def _torch_openmp_team():
+    """The addresses of GOMP_parallel, omp_get_thread_num and omp_get_num_threads in the OpenMP
+    runtime torch already loaded (Linux), or None."""
+    global _omp_team
+    if _omp_team is None:
+        _omp_team = False
         try:
             if "parallel backend: OpenMP" in torch.__config__.parallel_info():
                 with open("/proc/self/maps") as f:
@@ -137,34 +136,37 @@ def _torch_omp_pause():
                 omp = sorted((p for p in paths if re.match(r"lib[gi]?omp[-.\w]*\.so", os.path.basename(p))),
                              key=lambda p: not p.startswith(torch_dir))      # torch's own first
                 for path in omp:                    # RTLD_NOLOAD: only a runtime already loaded
-                    fn = getattr(ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY), "omp_pause_resource_all", None)
-                    if fn is not None:
-                        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-                        _omp_pause = fn
+                    lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+                    try:
+                        fns = tuple(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+                                    for name in ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads"))
+                    except AttributeError:
+                        continue
+                    if all(fns):
+                        _omp_team = fns
                         break
-        except (OSError, AttributeError, IndexError):
-            _omp_pause = False
-    return _omp_pause or None
+        except (OSError, IndexError):
+            _omp_team = False
+    return _omp_team or None
 
 
 class _KernelThreads:
-    """with _KernelThreads(mod): the thread rule around a Function's kernel calls, and the
-    measured split when they run on more than one thread (restores the backend's thread count
-    and split mode after)."""
+    """with _KernelThreads(mod): the thread rule around a Function's kernel calls; on more than
+    one thread, the teams on torch's OpenMP runtime, or else the measured split (restores the
+    backend's thread count, team and split mode after)."""
 
-    __slots__ = ("mod", "restore", "split")
+    __slots__ = ("mod", "restore", "split", "omp")
 
     def __init__(self, mod):
-        self.mod, self.restore, self.split = mod, None, None
+        self.mod, self.restore, self.split, self.omp = mod, None, None, False
 
     def __enter__(self):
         n_torch, n_fast = torch.get_num_threads(), core.backends.get_num_threads()
         n = min(n_torch, n_fast)
-        if n > 1 and pause_torch_openmp:
-            pause = _torch_omp_pause()
-            if pause is not None:
-                pause(_OMP_PAUSE_SOFT)
-        if n > 1 and hasattr(self.mod, "set_split"):
+        if n > 1 and use_torch_threads and hasattr(self.mod, "set_openmp_team"):
+            team = _torch_openmp_team()
+            self.omp = team is not None and self.mod.set_openmp_team(team)
+        if n > 1 and not self.omp and hasattr(self.mod, "set_split"):
             old = self.mod.set_split("measured")
             self.split = old if old != "measured" else None
             if old in ("rows", "units"):  # a forced variant (measurements) stays forced
@@ -175,6 +177,9 @@ class _KernelThreads:
             self.restore = n_fast
 
     def __exit__(self, *exc):
+        if self.omp:
+            self.mod.set_openmp_team(None)
+            self.omp = False
         if self.restore is not None:
             self.mod.set_num_threads(self.restore)
             self.restore = None

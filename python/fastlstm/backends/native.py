@@ -94,6 +94,13 @@ def set_split(mode: str) -> str:
     return "measured" if measured and old == "auto" else old
 
 
+def set_openmp_team(fns) -> bool:
+    """Run the calling thread's kernel teams on an OpenMP runtime: fns = the addresses of its
+    GOMP_parallel, omp_get_thread_num and omp_get_num_threads (fastlstm.torch passes torch's);
+    None: on the kernels' own thread pool again. Returns whether a runtime is set."""
+    return _core._set_openmp_executor(*(fns or (0, 0, 0)))
+
+
 # Loop variants: FASTLSTM_SPLIT=auto|measured|rows|units (set_split), FASTLSTM_FUSE_ROWS=N (fuse
 # the input projection into the recurrent tile when a step has >= N rows; -1 = the kernels'
 # rule; for measurements). Bad values fail loudly, like FASTLSTM_ISA.
