@@ -393,6 +393,19 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("parallel"), py::arg("thread_num"), py::arg("num_threads"),
         "run this thread's kernel teams on an OpenMP runtime: the addresses of its GOMP_parallel, "
         "omp_get_thread_num, omp_get_num_threads (all 0: the kernels' own pool); returns whether set");
+  m.def("core_round_trip_ns", [](int a, int b, long iters, int rounds) {
+    if (iters < 1 || rounds < 1) throw py::value_error("iters and rounds must be >= 1");
+    if (a == b) throw py::value_error("a and b must be two CPUs (threads on one CPU take turns by time slice)");
+    double ns;
+    {
+      py::gil_scoped_release nogil;
+      ns = core_round_trip_ns(a, b, iters, rounds);
+    }
+    if (ns < 0) return py::object(py::none());
+    return py::object(py::float_(ns));
+  }, py::arg("a"), py::arg("b"), py::arg("iters") = 20000, py::arg("rounds") = 5,
+        "median round trip (ns) of a cache line between threads pinned to CPUs a and b; None where "
+        "they cannot be pinned (not Linux, or a CPU outside this process's affinity)");
   m.def("_openmp_runs", [](bool reset) {
     long runs;
     int largest;

@@ -316,6 +316,59 @@ DenormalGuard::~DenormalGuard() {
 #endif
 }
 
+namespace {
+bool pin_to(int cpu) {
+#if defined(__linux__)
+  if (cpu < 0 || cpu >= CPU_SETSIZE) return false;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  return sched_setaffinity(0, sizeof one, &one) == 0;
+#else
+  (void)cpu;
+  return false;
+#endif
+}
+}  // namespace
+
+double core_round_trip_ns(int a, int b, long iters, int rounds) {
+#if defined(__linux__)
+  cpu_set_t old;
+  if (iters < 1 || rounds < 1 || sched_getaffinity(0, sizeof old, &old) != 0) return -1;
+  if (a < 0 || b < 0 || a >= CPU_SETSIZE || b >= CPU_SETSIZE || !CPU_ISSET(a, &old) || !CPU_ISSET(b, &old))
+    return -1;
+  alignas(64) std::atomic<long> ball{0};
+  std::atomic<int> ready{0};
+  std::vector<double> ns;
+  std::thread other([&] {
+    ready.store(pin_to(b) ? 1 : -1);
+    for (long i = 0, n = iters * rounds; i < n; ++i) {  // odd values are ours to answer
+      while (ball.load(std::memory_order_acquire) != 2 * i + 1) cpu_relax();
+      ball.store(2 * i + 2, std::memory_order_release);
+    }
+  });
+  while (ready.load() == 0) cpu_relax();
+  bool ok = ready.load() == 1 && pin_to(a);
+  long v = 0;
+  for (int r = 0; r < rounds; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (long i = 0; i < iters; ++i, v += 2) {
+      ball.store(v + 1, std::memory_order_release);
+      while (ball.load(std::memory_order_acquire) != v + 2) cpu_relax();
+    }
+    ns.push_back(std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() / iters);
+  }
+  other.join();
+  sched_setaffinity(0, sizeof old, &old);
+  if (!ok) return -1;
+  std::sort(ns.begin(), ns.end());
+  return ns[ns.size() / 2];
+#else
+  (void)a, (void)b, (void)iters, (void)rounds;
+  return -1;
+#endif
+}
+
 int hardware_threads() {
   unsigned n = std::thread::hardware_concurrency();
   return n ? (int)n : 1;

@@ -140,6 +140,11 @@ def test_end_to_end_cli_writes_json_and_markdown(tmp_path, capsys):
     if platform.libc_ver()[0] == "glibc":                             # freed memory stays in the heap
         assert data["machine"]["allocator"].startswith("glibc malloc pinned")
         assert os.environ["MALLOC_MMAP_MAX_"] == "0"                  # and in the children (Keras)
+    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(usable) > 1 and sys.platform.startswith("linux"):         # measured, and in the report
+        rt = data["machine"]["core_round_trip_ns"]
+        assert f"{usable[0]}-{usable[1]}" in rt and all(v > 0 for v in rt.values())
+        assert f"CPUs {usable[0]}-{usable[1]} " in md.read_text()
     rows = {(r["contender"], r["mode"]): r for r in data["rows"]}
     assert set(rows) == {("reference", "forward"), ("reference", "train"), ("torch", "forward"),
                          ("torch", "train"), ("onnxruntime", "forward")}
@@ -289,3 +294,24 @@ def test_fit_benchmark_runs_torch_at_the_thread_count_it_reports(monkeypatch):
         torch.set_num_threads(old)
     row = next(r for r in res["rows"] if r["contender"] == "torch")
     assert row["threads"] == 1 and row["torch_threads"] == 1 and len(row["times"]) == 1
+
+
+def test_core_round_trip_probe():
+    """Two threads pinned to two usable CPUs hand a cache line back and forth: a positive time;
+    one CPU twice is refused (the threads would take turns by time slice); a CPU outside the
+    affinity gives None."""
+    require_backend("native")
+    from fastlstm import _core
+
+    with pytest.raises(ValueError, match="two CPUs"):
+        _core.core_round_trip_ns(0, 0)
+    if not sys.platform.startswith("linux"):
+        assert _core.core_round_trip_ns(0, 1, 10, 1) is None
+        return
+    usable = sorted(os.sched_getaffinity(0))
+    outside = max(usable) + 1
+    assert _core.core_round_trip_ns(usable[0], outside, 10, 1) is None
+    if len(usable) > 1:
+        ns = _core.core_round_trip_ns(usable[0], usable[1], 2000, 3)
+        assert 0 < ns < 1e6
+        assert sorted(os.sched_getaffinity(0)) == usable              # the caller's affinity restored

@@ -26,6 +26,7 @@ from fastlstm import nn
 from fastlstm.nn.module import Module, register
 
 from .fit_data import PROBLEMS, make_problem_data
+from .runner import round_trip_text
 
 PROBLEM_NAMES = tuple(PROBLEMS)
 
@@ -282,7 +283,8 @@ def format_fit(results: dict, markdown=False) -> str:
     m = results["machine"]
     out.append(f"Fit benchmark: median epoch time (ms) over {results['repeats']} epochs after a warm-up; "
                f"{m['cpu']}, {m['cpus_usable']} usable CPUs, {m['date'][:19]}, load average at start "
-               f"{m['loadavg_start']}; memory allocator: {m.get('allocator', 'default')}")
+               f"{m['loadavg_start']}; memory allocator: {m.get('allocator', 'default')}; "
+               f"core-to-core round trip: {round_trip_text(m) or 'not measured'}")
     for n in threads:
         head = ["problem"] + contenders + [f"{c} / native" for c in contenders if c != "native"]
         body = []

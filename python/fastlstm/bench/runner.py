@@ -263,6 +263,33 @@ def pin_allocator() -> str:
     return _ALLOCATOR
 
 
+def core_round_trips() -> dict:
+    """{"a-b": ns}: the round trip of a cache line between threads pinned to usable CPUs a and b
+    (fastlstm._core.core_round_trip_ns), from the first usable CPU to the second (and to the
+    middle and last one on bigger machines). A 2-thread step's sync costs about this: on the
+    2-vCPU VM it moved between ~100 and ~400 ns as the host placed the vCPUs, and small shapes'
+    2-thread timings moved with it, so the reports carry it beside the figures. {} where it
+    cannot be measured (one usable CPU, no native module, not Linux)."""
+    try:
+        from fastlstm import _core
+        cpus = sorted(os.sched_getaffinity(0))
+    except (ImportError, AttributeError):
+        return {}
+    out = {}
+    for b in dict.fromkeys(cpus[i] for i in (1, len(cpus) // 2, -1) if len(cpus) > 1):
+        if b != cpus[0]:
+            ns = _core.core_round_trip_ns(cpus[0], b)
+            if ns is not None:
+                out[f"{cpus[0]}-{b}"] = round(ns)
+    return out
+
+
+def round_trip_text(m: dict) -> str:
+    """The machine's core-to-core round trips for a report line ("" when not measured)."""
+    rt = m.get("core_round_trip_ns") or {}
+    return ", ".join(f"CPUs {k} {v} ns" for k, v in rt.items())
+
+
 def machine_info() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -281,7 +308,7 @@ def machine_info() -> dict:
     return {"cpu": _cpu_model(), "logical_cpus": os.cpu_count(), "cpus_usable": affinity,
             "platform": platform.platform(), "versions": vers, "env": env,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "loadavg_start": _loadavg(), "allocator": _ALLOCATOR}
+            "loadavg_start": _loadavg(), "allocator": _ALLOCATOR, "core_round_trip_ns": core_round_trips()}
 
 
 def _cpu_seconds():

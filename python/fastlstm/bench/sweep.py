@@ -189,7 +189,8 @@ def format_text(results: dict, worst: int = 8) -> str:
     lines = [f"fastlstm sweep — {m['cpu']}, {m['date']}, load {m.get('loadavg_start')}→{m.get('loadavg_end')}",
              "ratio = the faster peer's time / native time (forward: native-prepacked vs torch and "
              "ONNX Runtime; train: vs torch); > 1: fastlstm is faster",
-             f"memory allocator: {m.get('allocator', 'default')}"]
+             f"memory allocator: {m.get('allocator', 'default')}",
+             f"core-to-core round trip: {runner.round_trip_text(m) or 'not measured'}"]
     for p in results["peaks"]:
         lines.append(f"FMA peak, {p['threads']} thread(s): {_f(p['gflops'], '{:.1f}')} GFLOP/s")
     for n in results["options"]["threads"]:

@@ -233,6 +233,9 @@ if __name__ == "__main__":
         from .runner import pin_allocator
 
         print(f"memory allocator: {pin_allocator()}")
+    from .runner import core_round_trips
+
+    print("core-to-core round trip:", ", ".join(f"CPUs {k} {v} ns" for k, v in core_round_trips().items()) or "not measured")
     rows = run_dropin_bench(tuple(args.threads), args.repeats, args.quick, tuple(args.problems),
                             progress=lambda r: print(f"  {r['problem']:9s} {r['threads']}t  torch {r['torch_s']:.3f}s  "
                                                      f"fastlstm {r['fastlstm_s']:.3f}s  {r['ratio']:.2f}x  "
