@@ -124,9 +124,10 @@ int hardware_threads();
 
 // Median round trip (ns) of a cache line handed back and forth between two threads pinned to
 // CPUs a and b, over `rounds` rounds of `iters` trips; -1 when the threads cannot be pinned
-// there (not Linux, or a CPU outside the affinity mask). What a step's sync costs between those
-// CPUs: on the 2-vCPU VM it moved between ~100 and ~400 ns as the host placed the vCPUs, and
-// 2-thread timings of small shapes moved with it (the benchmark records it with its figures).
+// there (not Linux, or a CPU outside the affinity mask). About what a step's sync costs between
+// those CPUs, and set by where the host puts a VM's vCPUs: 390-420 ns on the 2-vCPU VM, where
+// the same code's 2-thread epochs of small models changed by 1.5x within an hour, so the
+// benchmarks record it with their figures.
 double core_round_trip_ns(int a, int b, long iters, int rounds);
 
 // Spin this many pauses (~20-40 µs; PAUSE is ~40-140 cycles) before yielding the core: a step's
