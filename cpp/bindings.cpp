@@ -139,23 +139,31 @@ const KernelTable* table_by_name(const std::string& name) {
   throw py::value_error("this CPU cannot run the '" + name + "' path");
 }
 
+// The shape of a sequence array: (T, B, n), or (B, T, n) batch-first.
+std::vector<py::ssize_t> rows_of(bool batch_first, int T, int B, int n) {
+  return batch_first ? std::vector<py::ssize_t>{B, T, n} : std::vector<py::ssize_t>{T, B, n};
+}
+
 // x, h0, c0, lengths of a forward call with H hidden units; output arrays allocated.
 struct ForwardCall {
   ForwardArgs a{};
   std::vector<int64_t> lengths;  // the checked copy the kernel reads
   farray y, hT, cT;
   ForwardCall(const py::array& x, int H, const py::array& h0, const py::array& c0, const py::object& lengths_,
-              const py::object& reverse) {
-    if (x.ndim() != 3) throw py::value_error("x must have shape (T, B, I)");
-    const int T = dim(x.shape(0), "x's T"), B = dim(x.shape(1), "x's B"), I = dim(x.shape(2), "x's I");
+              const py::object& reverse, const py::object& batch_first) {
+    a.batch_first = flag(batch_first, "batch_first");
+    const bool bf = a.batch_first;
+    if (x.ndim() != 3) throw py::value_error(bf ? "x must have shape (B, T, I)" : "x must have shape (T, B, I)");
+    const int T = dim(x.shape(bf ? 1 : 0), "x's T"), B = dim(x.shape(bf ? 0 : 1), "x's B"),
+              I = dim(x.shape(2), "x's I");
     a.T = T; a.B = B; a.I = I; a.H = H;
-    a.x = checked(x, "x", {T, B, I});
+    a.x = checked(x, "x", rows_of(bf, T, B, I));
     a.h0 = checked(h0, "h0", {B, H}, "B from x, H from the weights");
     a.c0 = checked(c0, "c0", {B, H}, "B from x, H from the weights");
     lengths = checked_lengths(lengths_, T, B);
     a.lengths = lengths.empty() ? nullptr : lengths.data();
     a.reverse = flag(reverse, "reverse");
-    y = farray({T, B, H}); hT = farray({B, H}); cT = farray({B, H});
+    y = farray(rows_of(bf, T, B, H)); hT = farray({B, H}); cT = farray({B, H});
     a.y = mut(y); a.hT = mut(hT); a.cT = mut(cT);
     a.threads = g_threads.load();
   }
@@ -170,8 +178,8 @@ int hidden_of(const py::array& W_hh) {
 
 py::tuple forward(const py::array& x, const py::array& W_ih, const py::array& W_hh, const py::array& b,
                   const py::array& h0, const py::array& c0, const py::object& lengths, const py::object& reverse,
-                  const py::object& training) {
-  ForwardCall f(x, hidden_of(W_hh), h0, c0, lengths, reverse);
+                  const py::object& training, const py::object& batch_first) {
+  ForwardCall f(x, hidden_of(W_hh), h0, c0, lengths, reverse, batch_first);
   ForwardArgs& a = f.a;
   const int I = a.I, H = a.H;
   a.W_ih = checked(W_ih, "W_ih", {4 * H, I}, "4H, I: H from W_hh, I from x");
@@ -194,7 +202,7 @@ py::tuple forward(const py::array& x, const py::array& W_ih, const py::array& W_
 py::tuple backward(const py::array& dy, const py::array& dhT, const py::array& dcT, const py::object& workspace,
                    const py::array& x, const py::array& W_ih, const py::array& W_hh, const py::object& /*h0*/,
                    const py::object& /*c0*/, const py::object& /*lengths*/, const py::object& reverse,
-                   const py::object& need_dx) {
+                   const py::object& need_dx, const py::object& batch_first) {
   if (!py::isinstance<PyWorkspace>(workspace))
     throw py::type_error("workspace must be the Workspace of lstm_forward(..., training=True)");
   std::shared_ptr<PyWorkspace> ws;
@@ -206,17 +214,19 @@ py::tuple backward(const py::array& dy, const py::array& dhT, const py::array& d
   live(*ws);
   const int T = ws->T, B = ws->B, I = ws->I, H = ws->H;
   if (flag(reverse, "reverse") != ws->reverse) throw py::value_error("reverse differs from the forward call");
+  const bool bf = ws->batch_first;
+  if (flag(batch_first, "batch_first") != bf) throw py::value_error("batch_first differs from the forward call");
   BackwardArgs a{};
   const char* fwd = "as in the forward call of this workspace";
-  a.dy = checked(dy, "dy", {T, B, H}, fwd);
+  a.dy = checked(dy, "dy", rows_of(bf, T, B, H), fwd);
   a.dhT = checked(dhT, "dhT", {B, H}, fwd);
   a.dcT = checked(dcT, "dcT", {B, H}, fwd);
-  a.x = checked(x, "x", {T, B, I}, fwd);
+  a.x = checked(x, "x", rows_of(bf, T, B, I), fwd);
   a.W_ih = checked(W_ih, "W_ih", {4 * H, I}, fwd);
   a.W_hh = checked(W_hh, "W_hh", {4 * H, H}, fwd);
   a.ws = ws.get();
   const bool want_dx = flag(need_dx, "need_dx");
-  farray dx(want_dx ? std::vector<py::ssize_t>{T, B, I} : std::vector<py::ssize_t>{0});
+  farray dx(want_dx ? rows_of(bf, T, B, I) : std::vector<py::ssize_t>{0});
   farray dW_ih({4 * H, I}), dW_hh({4 * H, H}), db({4 * H}), dh0({B, H}), dc0({B, H});
   a.dx = want_dx ? mut(dx) : nullptr;  // null: the kernels skip dX = dZ·W_ih
   a.dW_ih = mut(dW_ih); a.dW_hh = mut(dW_hh); a.db = mut(db); a.dh0 = mut(dh0); a.dc0 = mut(dc0);
@@ -260,11 +270,12 @@ struct Cell : ZeroedNew {
   }
   // inference over whole sequences with the packed weights -> (y, hT, cT)
   py::tuple forward(const py::array& x, const py::array& h0, const py::array& c0, const py::object& lengths,
-                    const py::object& reverse) {
+                    const py::object& reverse, const py::object& batch_first) {
     live();
-    ForwardCall f(x, P.H, h0, c0, lengths, reverse);
+    ForwardCall f(x, P.H, h0, c0, lengths, reverse, batch_first);
     if (f.a.I != P.I)
-      throw py::value_error("x must have shape (T, B, I) with I = " + std::to_string(P.I) + ", got I = " +
+      throw py::value_error(std::string(f.a.batch_first ? "x must have shape (B, T, I)" : "x must have shape (T, B, I)") +
+                            " with I = " + std::to_string(P.I) + ", got I = " +
                             std::to_string(f.a.I));
     {
       py::gil_scoped_release nogil;
@@ -355,11 +366,13 @@ PYBIND11_MODULE(_core, m) {
   }, "free the calling thread's scratch buffers (kept between calls to avoid page faults)");
 
   m.def("lstm_forward", &forward, py::arg("x"), py::arg("W_ih"), py::arg("W_hh"), py::arg("b"), py::arg("h0"),
-        py::arg("c0"), py::arg("lengths"), py::arg("reverse"), py::arg("training"),
-        "one layer, one direction: -> (y, hT, cT, workspace or None)");
+        py::arg("c0"), py::arg("lengths"), py::arg("reverse"), py::arg("training"), py::arg("batch_first") = false,
+        "one layer, one direction: -> (y, hT, cT, workspace or None); batch_first: x and y (B, T, ·)");
   m.def("lstm_backward", &backward, py::arg("dy"), py::arg("dhT"), py::arg("dcT"), py::arg("workspace"), py::arg("x"),
         py::arg("W_ih"), py::arg("W_hh"), py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("reverse"),
-        py::arg("need_dx") = true, "-> (dx, dW_ih, dW_hh, db, dh0, dc0); dx None with need_dx=False (not computed)");
+        py::arg("need_dx") = true, py::arg("batch_first") = false,
+        "-> (dx, dW_ih, dW_hh, db, dh0, dc0); dx None with need_dx=False (not computed); batch_first as in "
+        "forward: dy, x and dx (B, T, ·)");
 
   py::class_<PyWorkspace, std::shared_ptr<PyWorkspace>>(m, "Workspace", "what forward keeps for backward")
       .def_property_readonly("nbytes", [](const PyWorkspace& w) { return live(w).nbytes(); })
@@ -372,7 +385,8 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init<const py::array&, const py::array&, const py::array&>(), py::arg("W_ih"), py::arg("W_hh"),
            py::arg("b"))
       .def("forward", &Cell::forward, py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("lengths"),
-           py::arg("reverse"), "inference over whole sequences with the packed weights -> (y, hT, cT)")
+           py::arg("reverse"), py::arg("batch_first") = false,
+           "inference over whole sequences with the packed weights -> (y, hT, cT); batch_first: x and y (B, T, ·)")
       .def("step", &Cell::step, py::arg("x"), py::arg("h"), py::arg("c"),
            "one time step; h and c (B, H) are updated in place; returns h")
       .def_property_readonly("isa", [](const Cell& c) { return std::string(c.live().table->name); })

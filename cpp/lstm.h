@@ -105,6 +105,7 @@ struct Workspace {
   int T = 0, B = 0, I = 0, H = 0, Hp = 0;
   long ldh = 0;                    // row stride of hprev (Hp plus a cache line)
   bool reverse = false;
+  bool batch_first = false;        // x, y, dy, dx are (B,T,·) rather than (T,B,·)
   std::vector<int> perm;        // internal row j -> batch row perm[j]
   std::vector<int> len;         // real steps of internal row j (non-increasing)
   std::vector<int> Bs;          // active rows at step s (non-increasing)
@@ -136,13 +137,14 @@ struct ForwardArgs {
   const float *x, *W_ih, *W_hh, *b, *h0, *c0;  // (T,B,I) (4H,I) (4H,H) (4H) (B,H) (B,H)
   const int64_t* lengths;                      // (B) or null
   bool reverse;
+  bool batch_first;                            // x and y (B,T,·): rows are read and written in place
   float *y, *hT, *cT;                          // (T,B,H) (B,H) (B,H)
   Workspace* ws;                               // non-null: training
   int threads;
 };
 
 struct BackwardArgs {
-  const float *dy, *dhT, *dcT;                 // (T,B,H) (B,H) (B,H)
+  const float *dy, *dhT, *dcT;                 // (T,B,H) (B,H) (B,H); dy, x, dx (B,T,·) if ws->batch_first
   const Workspace* ws;
   const float *x, *W_ih, *W_hh;
   float *dx, *dW_ih, *dW_hh, *db, *dh0, *dc0;  // (T,B,I) (4H,I) (4H,H) (4H) (B,H) (B,H); dx null: not wanted

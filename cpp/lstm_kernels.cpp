@@ -365,7 +365,7 @@ struct Order {
   long nact() const { return off.back(); }
 };
 
-static Order make_order(int T, int B, const int64_t* lengths, bool reverse) {
+static Order make_order(int T, int B, const int64_t* lengths, bool reverse, bool batch_first) {
   Order o;
   o.perm.resize(B);
   std::iota(o.perm.begin(), o.perm.end(), 0);
@@ -385,7 +385,8 @@ static Order make_order(int T, int B, const int64_t* lengths, bool reverse) {
     for (int j = 0; j < o.Bs[s]; ++j) {
       int t = reverse ? o.len[j] - 1 - s : s;
       long n = o.off[s] + j;
-      o.src[n] = (long)t * B + o.perm[j];
+      // batch-first x and y are (B·T, ·) views: a caller's (B, T, ·) tensors need no transposed copy
+      o.src[n] = batch_first ? (long)o.perm[j] * T + t : (long)t * B + o.perm[j];
       o.identity = o.identity && o.src[n] == n;
     }
   o.identity = o.identity && o.off[Teff] == (long)T * B;
@@ -929,10 +930,10 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
   wake_for_loop(a.threads, T, B, Hp);
   const long G = 4L * Hp;
   const bool training = a.ws != nullptr;
-  Order o = make_order(T, B, a.lengths, a.reverse);
+  Order o = make_order(T, B, a.lengths, a.reverse, a.batch_first);
   const int Teff = (int)o.Bs.size();
   const long N = o.nact();
-  if (!o.identity) std::memset(a.y, 0, sizeof(float) * (size_t)T * B * H);  // padding outputs are 0
+  if (N < (long)T * B) std::memset(a.y, 0, sizeof(float) * (size_t)T * B * H);  // padding outputs are 0
 
   // Zx = X·W_ihᵀ + b for every real step at once (compact rows). When training it becomes the
   // workspace's gate buffer, so it is owned; otherwise scratch.
@@ -980,6 +981,7 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
   if (training) {  // what backward needs, moved, not copied: the biggest buffers of the call
     Workspace& ws = *a.ws;
     ws.T = T; ws.B = B; ws.I = I; ws.H = H; ws.Hp = Hp; ws.ldh = ldh; ws.reverse = a.reverse;
+    ws.batch_first = a.batch_first;
     ws.perm = o.perm; ws.len = o.len; ws.Bs = o.Bs; ws.off = o.off; ws.src = o.src;
     ws.gates = std::move(Zx_own);
     ws.c = std::move(Cn);
@@ -1334,7 +1336,7 @@ static void lstm_backward(const BackwardArgs& a) {
   bool identity = N == (long)T * B;
   for (long n = 0; identity && n < N; ++n) identity = ws.src[n] == n;
   const long* src = identity ? nullptr : ws.src.data();
-  if (a.dx && !identity) std::memset(a.dx, 0, sizeof(float) * (size_t)T * B * I);  // padding gets no gradient
+  if (a.dx && N < (long)T * B) std::memset(a.dx, 0, sizeof(float) * (size_t)T * B * I);  // padding gets no gradient
   // dX = dZ · W_ih   (K = 4H compact gate rows of W_ih), unless not wanted (a first layer)
   if (!a.dx) {
   } else if (I <= kDotMaxI) {

@@ -6,6 +6,8 @@ forward elementwise |fast - ref| <= 2e-5 + 1e-5·|ref|; each gradient tensor's m
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 from backends_under_test import KERNEL_VARIANTS, variant
@@ -120,3 +122,48 @@ def test_float64_and_stack_through_fast_backend(name, rng):
     grad_close("dx", dx, dxr)
     for k in m.grads:
         grad_close(k, m.grads[k], r.grads[k])
+
+
+BATCH_FIRST = [(1, 1, 1, 3), (1, 5, 3, 17), (6, 1, 2, 45), (7, 13, 5, 31), (40, 5, 3, 20), (2, 3, 300, 257)]
+
+
+@pytest.mark.parametrize("name", ["reference"] + KERNEL_VARIANTS)
+@pytest.mark.parametrize("shape", BATCH_FIRST, ids=lambda s: "T{}B{}I{}H{}".format(*s))
+def test_batch_first_matches_time_major(name, shape, rng):
+    """batch_first=True: x, y, dy and dx are (B, T, ·) — the native kernels read and write those
+    rows in place, the others go through transposed copies — and every output and gradient is
+    what the time-major call gives (transposed), with lengths, reverse, padding and need_dx.
+    A backward whose batch_first differs from its forward's raises."""
+    T, B, I, H = shape
+    x, W_ih, W_hh, b, h0, c0 = random_problem(rng, T, B, I, H, dtype=np.float32, scale=0.6)
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    dhT, dcT = (rng.standard_normal((B, H)).astype(np.float32) for _ in range(2))
+    tb = lambda a: np.ascontiguousarray(a.swapaxes(0, 1))  # noqa: E731
+    with (variant(name) if name != "reference" else _plain(ref)) as mod:
+        for lengths in (None, random_lengths(rng, T, B)):
+            for reverse in (False, True):
+                y, hT, cT, ws = mod.lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths, reverse, True)
+                g = mod.lstm_backward(dy, dhT, dcT, ws, x, W_ih, W_hh, h0, c0, lengths, reverse, True)
+                yb, hTb, cTb, wsb = mod.lstm_forward(tb(x), W_ih, W_hh, b, h0, c0, lengths, reverse, True, True)
+                gb = mod.lstm_backward(tb(dy), dhT, dcT, wsb, tb(x), W_ih, W_hh, h0, c0, lengths, reverse, True, True)
+                nb = mod.lstm_backward(tb(dy), dhT, dcT, wsb, tb(x), W_ih, W_hh, h0, c0, lengths, reverse, False, True)
+                assert yb.shape == (B, T, H) and gb[0].shape == (B, T, I) and nb[0] is None
+                for got, want in [(tb(yb), y), (hTb, hT), (cTb, cT), (tb(gb[0]), g[0])] + list(zip(gb[1:], g[1:])) \
+                        + list(zip(nb[1:], g[1:])):
+                    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+                if lengths is not None:  # padding: zero output, zero input gradient
+                    pad = np.arange(T)[None, :] >= lengths[:, None]
+                    assert (yb[pad] == 0).all() and (gb[0][pad] == 0).all()
+                with pytest.raises(ValueError, match="batch_first"):
+                    mod.lstm_backward(tb(dy), dhT, dcT, wsb, tb(x), W_ih, W_hh, h0, c0, lengths, reverse, True, False)
+                if hasattr(mod, "_core"):  # the prepacked inference path (fastlstm.prepack)
+                    yc, hTc, cTc = mod._core.Cell(W_ih, W_hh, b).forward(tb(x), h0, c0, lengths, reverse, True)
+                    for got, want in ((tb(yc), y), (hTc, hT), (cTc, cT)):
+                        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        if hasattr(mod, "last_isa"):
+            assert mod.last_isa() == name.partition(":")[2]
+
+
+@contextlib.contextmanager
+def _plain(mod):
+    yield mod

@@ -106,14 +106,14 @@ def test_matches_torch_outputs_and_every_gradient(torch, ft, case):
 
 
 @pytest.mark.parametrize("backend", ["reference", "numba"])
-@pytest.mark.parametrize("bi,packed", [(False, False), (True, True)])
-def test_gradcheck_float64(torch, ft, backend, bi, packed):
+@pytest.mark.parametrize("bi,packed,bf", [(False, False, False), (True, True, False), (True, False, True)])
+def test_gradcheck_float64(torch, ft, backend, bi, packed, bf):
     if backend == "numba":
         require("numba")
     torch.manual_seed(3)
-    mod = ft.LSTM(3, 4, num_layers=2, bidirectional=bi, dtype=torch.float64, backend=backend)
+    mod = ft.LSTM(3, 4, num_layers=2, bidirectional=bi, dtype=torch.float64, backend=backend, batch_first=bf)
     D = 2 if bi else 1
-    x = torch.randn(5, 3, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(*((3, 5) if bf else (5, 3)), 3, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(2 * D, 3, 4, dtype=torch.float64, requires_grad=True)
     c0 = torch.randn(2 * D, 3, 4, dtype=torch.float64, requires_grad=True)
     params = list(mod.parameters())
@@ -574,7 +574,7 @@ def test_first_layer_skips_dx_unless_needed(torch, ft, monkeypatch, x_grad):
 
     calls = []
     real = native.lstm_backward
-    monkeypatch.setattr(native, "lstm_backward", lambda *a: (calls.append(a[-1]), real(*a))[1])
+    monkeypatch.setattr(native, "lstm_backward", lambda *a: (calls.append(a[11]), real(*a))[1])  # need_dx
     torch.manual_seed(0)
     mod = ft.LSTM(3, 4, num_layers=2, bidirectional=True, backend="native")
     ref = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True)
@@ -590,3 +590,24 @@ def test_first_layer_skips_dx_unless_needed(torch, ft, monkeypatch, x_grad):
         torch.testing.assert_close(got[n], p.grad, rtol=1e-4, atol=1e-5)
     if x_grad:
         torch.testing.assert_close(gx, x.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_first_reaches_the_kernels_without_copies(torch, ft, monkeypatch):
+    """batch_first tensors go to the native kernels as they are: forward reads the input's own
+    memory, backward reads the upstream gradient's, and y comes back contiguous (B, T, H) with no
+    transpose (the CASES test checks the values against nn.LSTM)."""
+    from fastlstm.backends import native
+
+    fwd, bwd = [], []
+    real_f, real_b = native.lstm_forward, native.lstm_backward
+    monkeypatch.setattr(native, "lstm_forward", lambda *a: (fwd.append((a[0].ctypes.data, a[-1])), real_f(*a))[1])
+    monkeypatch.setattr(native, "lstm_backward", lambda *a: (bwd.append((a[0].ctypes.data, a[-1])), real_b(*a))[1])
+    mod = ft.LSTM(3, 5, batch_first=True, backend="native")
+    x = torch.randn(4, 6, 3, requires_grad=True)
+    y, _ = mod(x)
+    assert fwd == [(x.data_ptr(), True)]
+    assert y.shape == (4, 6, 5) and y.is_contiguous()
+    g = torch.randn(4, 6, 5)
+    y.backward(g)
+    assert bwd == [(g.data_ptr(), True)]
+    assert x.grad.shape == (4, 6, 3) and x.grad.is_contiguous()

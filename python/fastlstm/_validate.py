@@ -50,6 +50,15 @@ def flag(name: str, v) -> bool:
     raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
 
 
+def swap_tb(a):
+    """A (T, B, n) array as (B, T, n) or back, C-contiguous (a copy); anything else unchanged
+    (the kernel's own checks then name the problem). For backends whose loops are time-major
+    only: they serve batch_first through these copies."""
+    if isinstance(a, np.ndarray) and a.ndim == 3:
+        return np.ascontiguousarray(np.swapaxes(a, 0, 1))
+    return a
+
+
 def as_float_array(name: str, a, dtype=None) -> np.ndarray:
     """Array of float32/float64, C-contiguous, native byte order. No casting between kinds."""
     if a is None:

@@ -194,21 +194,22 @@ class _Stack:
     §2: the module validated the call once, so no per-layer Python validation), lengths (B,)
     int64 or None (padded packed sequences)."""
 
-    __slots__ = ("layers", "D", "n", "mod", "lengths")
+    __slots__ = ("layers", "D", "n", "mod", "lengths", "batch_first")
 
-    def __init__(self, layers, D, n, mod, lengths):
+    def __init__(self, layers, D, n, mod, lengths, batch_first=False):
         self.layers, self.D, self.n, self.mod, self.lengths = layers, D, n, mod, lengths
+        self.batch_first = batch_first     # x, y, dy, dx (B,T,·): the kernels read them in place
 
 
 def _stack_forward(run: _Stack, x, h0, c0, w, training):
-    """Layers run.layers, D directions, time-major, on NumPy arrays.
+    """Layers run.layers, D directions, on NumPy arrays.
 
-    x (T,B,I) C-contiguous; h0/c0 (L·D,B,H) or None for zeros; w the layers' parameters as
+    x (T,B,I) (or (B,T,I) with run.batch_first) C-contiguous; h0/c0 (L·D,B,H) or None for zeros; w the layers' parameters as
     C-contiguous arrays in torch's order (per layer·direction W_ih, W_hh[, b_ih, b_hh]).
-    Returns y (T,B,D·H), h_n, c_n (L·D,B,H) and, when training, per layer its input and per
-    direction its workspace (what lstm_backward reads)."""
-    D, n, mod, lengths = run.D, run.n, run.mod, run.lengths
-    B = x.shape[1]
+    Returns y (T,B,D·H) (or (B,T,D·H)), h_n, c_n (L·D,B,H) and, when training, per layer its
+    input and per direction its workspace (what lstm_backward reads)."""
+    D, n, mod, lengths, bf = run.D, run.n, run.mod, run.lengths, run.batch_first
+    B = x.shape[0 if bf else 1]
     H = w[1].shape[1]
     zeros = _zeros((B, H), x.dtype) if h0 is None or c0 is None else None
     hs, cs, saved = [], [], []
@@ -219,7 +220,7 @@ def _stack_forward(run: _Stack, x, h0, c0, w, training):
             W_ih, W_hh = w[j * n], w[j * n + 1]
             b = w[j * n + 2] + w[j * n + 3] if n == 4 else _zeros((4 * H,), x.dtype)  # b = b_ih + b_hh
             y, hT, cT, ws = mod.lstm_forward(x, W_ih, W_hh, b, zeros if h0 is None else h0[j],
-                                             zeros if c0 is None else c0[j], lengths, d == 1, training)
+                                             zeros if c0 is None else c0[j], lengths, d == 1, training, bf)
             ys.append(y)
             hs.append(hT)
             cs.append(cT)
@@ -233,15 +234,15 @@ def _stack_forward(run: _Stack, x, h0, c0, w, training):
 
 
 def _stack_backward(run: _Stack, saved, w, dy, dh_n, dc_n, need_dx=True):
-    """Gradients of _stack_forward(..., training=True): dy (T,B,D·H), dh_n, dc_n (L·D,B,H) as
-    C-contiguous arrays or None (zeros); saved and w as forward kept them.
-    Returns dx (T,B,I) (None, not computed, when need_dx is False), dh0, dc0 (L·D,B,H) and the
-    weights' gradients in torch's order."""
-    D, n, mod, lengths = run.D, run.n, run.mod, run.lengths
+    """Gradients of _stack_forward(..., training=True): dy (T,B,D·H) (or (B,T,D·H)), dh_n, dc_n
+    (L·D,B,H) as C-contiguous arrays or None (zeros); saved and w as forward kept them.
+    Returns dx (T,B,I) (or (B,T,I); None, not computed, when need_dx is False), dh0, dc0
+    (L·D,B,H) and the weights' gradients in torch's order."""
+    D, n, mod, lengths, bf = run.D, run.n, run.mod, run.lengths, run.batch_first
     L = len(run.layers)
     H = w[1].shape[1]
     x0 = saved[0][0]
-    T, B = x0.shape[:2]
+    T, B = x0.shape[1::-1] if bf else x0.shape[:2]
     zeros = _zeros((B, H), x0.dtype)
     dh0, dc0, dw = [None] * (L * D), [None] * (L * D), [None] * len(w)
     for k in reversed(range(L)):
@@ -249,12 +250,12 @@ def _stack_backward(run: _Stack, saved, w, dy, dh_n, dc_n, need_dx=True):
         dx = None
         for d in range(D):
             j = k * D + d
-            dy_d = _zeros((T, B, H), x0.dtype) if dy is None else \
+            dy_d = _zeros((B, T, H) if bf else (T, B, H), x0.dtype) if dy is None else \
                 dy if D == 1 else np.ascontiguousarray(dy[:, :, d * H:(d + 1) * H])
             # undoes y[..., d·H:(d+1)·H], hT = h_n[j], cT = c_n[j] = lstm_forward(x, ..., reverse=d == 1)
             dx_d, dW_ih, dW_hh, db, dh0[j], dc0[j] = mod.lstm_backward(
                 dy_d, zeros if dh_n is None else dh_n[j], zeros if dc_n is None else dc_n[j],
-                wss[d], x, w[j * n], w[j * n + 1], None, None, lengths, d == 1, k > 0 or need_dx)
+                wss[d], x, w[j * n], w[j * n + 1], None, None, lengths, d == 1, k > 0 or need_dx, bf)
             dx = dx_d if dx is None else dx + dx_d
             dw[j * n:(j + 1) * n] = [dW_ih, dW_hh] + ([db, db.copy()] if n == 4 else [])  # b = b_ih + b_hh
         dy = dx                            # the layer below's output gradient
@@ -413,11 +414,12 @@ class LSTM(torch.nn.LSTM):
                 self.check_forward_args(x, hx, None)
             elif x.shape[-1] != self.input_size:
                 self.check_input(x, None)                            # torch's error message
-            if self.batch_first:
-                x = x.transpose(0, 1)                  # the kernels are time-major
+        # batch-first tensors go to the kernels as they are: they read x, dy and write y, dx by
+        # rows (b, t), so no transposed copy is made (a padded PackedSequence is time-major)
+        bf = self.batch_first and not is_packed
         if 0 in x.shape:
-            raise ValueError(f"LSTM: input has an empty dimension (time-major shape {tuple(x.shape)}); "
-                             "fastlstm needs T, B, I >= 1")
+            raise ValueError(f"LSTM: input has an empty dimension (shape {tuple(x.shape)}, "
+                             f"{'batch' if bf else 'time'}-major); fastlstm needs T, B, I >= 1")
         mod = core.backends.for_dtype(_NP_DTYPE[x.dtype], self.backend)
         h0, c0 = (None, None) if hx is None else hx
         grad = torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in weights)
@@ -433,7 +435,7 @@ class LSTM(torch.nn.LSTM):
         hs, cs = [], []
         inp = x
         for layers in groups:
-            run = _Stack(layers, D, n, mod, lengths_np)
+            run = _Stack(layers, D, n, mod, lengths_np, bf)
             a, z = layers.start * D, layers.stop * D       # rows of h0/c0, runs of D·n weights
             h0_l = None if h0 is None else h0[a:z]
             c0_l = None if c0 is None else c0[a:z]
@@ -457,7 +459,7 @@ class LSTM(torch.nn.LSTM):
             out = pack_padded_sequence(inp, lengths, enforce_sorted=True).data
             return PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices), \
                 self.permute_hidden((h_n, c_n), unsorted_indices)
-        out = inp.transpose(0, 1) if self.batch_first else inp
+        out = inp
         if not is_batched:
             out = out.squeeze(0 if self.batch_first else 1)
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)

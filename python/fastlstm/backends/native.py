@@ -33,12 +33,14 @@ def info() -> dict:
     }
 
 
-def lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths=None, reverse=False, training=False):
-    return _core.lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths, reverse, training)
+def lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths=None, reverse=False, training=False, batch_first=False):
+    return _core.lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths, reverse, training, batch_first)
 
 
-def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, reverse=False, need_dx=True):
-    return _core.lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths, reverse, need_dx)
+def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, reverse=False, need_dx=True,
+                  batch_first=False):
+    return _core.lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths, reverse, need_dx,
+                               batch_first)
 
 
 def set_num_threads(n: int) -> None:

@@ -877,6 +877,7 @@ class Workspace(NamedTuple):
     xT: np.ndarray      # (I, T·B)    x_t of every step, padding zeroed
     lengths: np.ndarray  # (B,)       forward's lengths (a private copy; all T when None)
     reverse: bool
+    batch_first: bool = False  # the call's x, y (and backward's dy, dx) were (B, T, ·)
 
 
 def _plain(lengths, T: int, reverse: bool) -> bool:
@@ -889,12 +890,16 @@ def _plain(lengths, T: int, reverse: bool) -> bool:
 # reachable by name as fastlstm.backends.numba.lstm_forward/lstm_backward. lengths is copied
 # before it is checked: the loops run without the GIL while other Python threads may run.
 
-def lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths=None, reverse=False, training=False):
+def lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths=None, reverse=False, training=False, batch_first=False):
     """One layer, one direction.
 
     x (T,B,I), W_ih (4H,I), W_hh (4H,H), b (4H,), h0 (B,H), c0 (B,H), lengths (B,) or None
     -> y (T,B,H), hT (B,H), cT (B,H), workspace (None unless training)
+    batch_first: x and y are (B,T,·) (served through time-major copies here)
     """
+    if _validate.flag("batch_first", batch_first):
+        y, hT, cT, ws = lstm_forward(_validate.swap_tb(x), W_ih, W_hh, b, h0, c0, lengths, reverse, training)
+        return _validate.swap_tb(y), hT, cT, None if ws is None else ws._replace(batch_first=True)
     lengths, reverse, training = _validate.kernel_forward_args(x, W_ih, W_hh, b, h0, c0, lengths, reverse,
                                                                training, DTYPES)
     T, B, I = x.shape
@@ -927,7 +932,8 @@ def lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths=None, reverse=False, training
     return y, hT, cT, ws
 
 
-def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, reverse=False, need_dx=True):
+def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, reverse=False, need_dx=True,
+                  batch_first=False):
     """Gradients of one layer, one direction, given the forward's workspace.
 
     dy (T,B,H), dhT (B,H), dcT (B,H) -> dx (T,B,I), dW_ih (4H,I), dW_hh (4H,H), db (4H,),
@@ -935,7 +941,17 @@ def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, 
     need_dx=False: dx is not computed and None is returned in its place.
     h0 and c0 are not read (the workspace holds every h_{t-1} and c); lengths and reverse must
     be those of the forward call.
+
+    batch_first: dy, x and dx are (B,T,·), as x and y were in the forward call.
     """
+    bf = _validate.flag("batch_first", batch_first)
+    if isinstance(workspace, Workspace) and workspace.batch_first != bf:
+        raise ValueError("batch_first differs from the forward call")
+    if bf:
+        dx, *grads = lstm_backward(_validate.swap_tb(dy), dhT, dcT,
+                                   workspace._replace(batch_first=False) if isinstance(workspace, Workspace) else workspace,
+                                   _validate.swap_tb(x), W_ih, W_hh, h0, c0, lengths, reverse, need_dx)
+        return (_validate.swap_tb(dx), *grads)
     reverse = _validate.kernel_backward_args(dy, dhT, dcT, x, W_ih, W_hh, reverse, DTYPES)
     T, B, I = x.shape
     H = W_hh.shape[1]

@@ -20,6 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import _validate
+
 NAME = "reference"
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -55,14 +57,19 @@ class Workspace(NamedTuple):
     c: np.ndarray       # (T, B, H)  c_t after the step
     c_prev: np.ndarray  # (T, B, H)  c_{t-1} before the step
     h_prev: np.ndarray  # (T, B, H)  h_{t-1} before the step
+    batch_first: bool = False  # the call's x, y (and backward's dy, dx) were (B, T, ·)
 
 
-def lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths=None, reverse=False, training=False):
+def lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths=None, reverse=False, training=False, batch_first=False):
     """One layer, one direction.
 
     x (T,B,I), W_ih (4H,I), W_hh (4H,H), b (4H,), h0 (B,H), c0 (B,H), lengths (B,) or None
     -> y (T,B,H), hT (B,H), cT (B,H), workspace (None unless training)
+    batch_first: x and y are (B,T,·) (served through time-major copies here)
     """
+    if _validate.flag("batch_first", batch_first):
+        y, hT, cT, ws = lstm_forward(_validate.swap_tb(x), W_ih, W_hh, b, h0, c0, lengths, reverse, training)
+        return _validate.swap_tb(y), hT, cT, None if ws is None else ws._replace(batch_first=True)
     T, B, I = x.shape
     H = W_hh.shape[1]
     if lengths is None:
@@ -96,7 +103,8 @@ def lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths=None, reverse=False, training
     return y, h, c, ws
 
 
-def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, reverse=False, need_dx=True):
+def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, reverse=False, need_dx=True,
+                  batch_first=False):
     """Gradients of one layer, one direction, given the forward's workspace.
 
     dy (T,B,H), dhT (B,H), dcT (B,H) -> dx (T,B,I), dW_ih (4H,I), dW_hh (4H,H), db (4H,),
@@ -105,7 +113,17 @@ def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, 
     input needs no gradient).
     h0 and c0 are not read (the workspace keeps h_{t-1} and c_{t-1} of every step); they are
     in the signature because the kernel contract (DESIGN.md §2) has them.
+
+    batch_first: dy, x and dx are (B,T,·), as x and y were in the forward call.
     """
+    bf = _validate.flag("batch_first", batch_first)
+    if isinstance(workspace, Workspace) and workspace.batch_first != bf:
+        raise ValueError("batch_first differs from the forward call")
+    if bf:
+        dx, *grads = lstm_backward(_validate.swap_tb(dy), dhT, dcT,
+                                   workspace._replace(batch_first=False) if isinstance(workspace, Workspace) else workspace,
+                                   _validate.swap_tb(x), W_ih, W_hh, h0, c0, lengths, reverse, need_dx)
+        return (_validate.swap_tb(dx), *grads)
     T, B, I = x.shape
     H = W_hh.shape[1]
     if lengths is None:
