@@ -125,9 +125,9 @@ int hardware_threads();
 // Median round trip (ns) of a cache line handed back and forth between two threads pinned to
 // CPUs a and b, over `rounds` rounds of `iters` trips; -1 when the threads cannot be pinned
 // there (not Linux, or a CPU outside the affinity mask). About what a step's sync costs between
-// those CPUs, and set by where the host puts a VM's vCPUs: 390-420 ns on the 2-vCPU VM, where
-// the same code's 2-thread epochs of small models changed by 1.5x within an hour, so the
-// benchmarks record it with their figures.
+// those CPUs, and set by where the host puts a VM's vCPUs: on the 2-vCPU VM 390-420 ns at one
+// time and 47-50 ns half an hour later, and torch's 2-thread forecast epoch took 89 ms at the
+// first and 60 ms at the second (same code), so the benchmarks record it with their figures.
 double core_round_trip_ns(int a, int b, long iters, int rounds);
 
 // Spin this many pauses (~20-40 µs; PAUSE is ~40-140 cycles) before yielding the core: a step's

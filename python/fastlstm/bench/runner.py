@@ -267,10 +267,10 @@ def core_round_trips() -> dict:
     """{"a-b": ns}: the round trip of a cache line between threads pinned to usable CPUs a and b
     (fastlstm._core.core_round_trip_ns), from the first usable CPU to the second (and to the
     middle and last one on bigger machines). A 2-thread step's sync costs about this, and on a
-    VM it depends on where the host put the vCPUs (390-420 ns on the 2-vCPU VM, where the same
-    code's 2-thread epochs of small models changed by 1.5x within an hour), so the reports carry
-    it beside the figures. {} where it cannot be measured (one usable CPU, no native module, not
-    Linux)."""
+    VM it depends on where the host put the vCPUs: on the 2-vCPU VM 390-420 ns at one time and
+    47-50 ns half an hour later, with torch's 2-thread forecast epoch at 89 and 60 ms (same
+    code). So the reports carry it beside the figures. {} where it cannot be measured (one
+    usable CPU, no native module, not Linux)."""
     try:
         from fastlstm import _core
         cpus = sorted(os.sched_getaffinity(0))
