@@ -273,10 +273,12 @@ struct Gemm {
     }
   }
 
-  // rows [m0, m1) × panels [j0, j1) on one thread
+  // rows [m0, m1) × panels [j0, j1) on one thread; asum (A transposed only): the row sums of A,
+  // rows [m0, m1), gathered while A is packed (written by the item of panel 0 only)
   static void block(long m0, long m1, long j0, long j1, long K, const float* A, long ars, long acs,
                     const float* Bp, float* C, long ldc, long N, const float* bias, bool accumulate,
-                    float* Ap) {
+                    float* Ap, float* asum = nullptr) {
+    if (j0 != 0) asum = nullptr;
     for (long kc0 = 0; kc0 < K; kc0 += KC) {
       long kc = std::min<long>(KC, K - kc0);
       bool add_c = accumulate || kc0 > 0;
@@ -295,10 +297,20 @@ struct Gemm {
           // A transposed (the backward's dZᵀ): the MR values of one k are adjacent, one masked
           // vector copy (element at a time, packing took 22% of the dW GEMM at (100,32,10,100))
           if (ars == 1) {
+            V sum[(MR + W - 1) / W];
+            FL_UNROLL for (int i0 = 0; i0 < MR; i0 += W) sum[i0 / W] = zero();
             for (long k = 0; k < kc; ++k)
               FL_UNROLL for (int i0 = 0; i0 < MR; i0 += W) {
                 const int n = std::max(0, std::min(W, m - i0));
-                store_n(ap + k * MR + i0, n ? load_n(a + k * acs + i0, n) : zero(), std::min(W, MR - i0));
+                const V v = n ? load_n(a + k * acs + i0, n) : zero();
+                store_n(ap + k * MR + i0, v, std::min(W, MR - i0));
+                if (asum) sum[i0 / W] = add(sum[i0 / W], v);
+              }
+            if (asum)
+              FL_UNROLL for (int i0 = 0; i0 < MR; i0 += W) {
+                const int n = std::max(0, std::min(W, m - i0));
+                float* out = asum + mc0 + ir + i0;
+                if (n) store_n(out, kc0 ? add(sum[i0 / W], load_n(out, n)) : sum[i0 / W], n);
               }
             continue;
           }
@@ -326,16 +338,19 @@ struct Gemm {
     }
   }
 
+  // asum (ars == 1 only): also the row sums of A (M floats), from the packing pass
   static void run(long M, long N, long K, const float* A, long ars, long acs, const float* Bp, float* C,
-                  long ldc, const float* bias, bool accumulate, int threads) {
+                  long ldc, const float* bias, bool accumulate, int threads, float* asum = nullptr) {
     if (M <= 0 || N <= 0) return;
     long panels = (N + NR - 1) / NR;
     if (K <= 0) {  // empty sum
       if (!accumulate)
         for (long i = 0; i < M; ++i)
           for (long c = 0; c < N; ++c) C[i * ldc + c] = bias ? bias[c] : 0.f;
+      if (asum) std::fill(asum, asum + M, 0.f);
       return;
     }
+    if (ars != 1) asum = nullptr;
     int n = gemm_threads(threads, 2.0 * M * N * K);
     // work items: blocks of rows (about 4 per thread, whole register tiles) or single panels
     const bool split_m = M >= (long)MR * 4 * n || panels == 1;
@@ -345,8 +360,8 @@ struct Gemm {
       // sized to the problem: a full MC×KC block is over a megabyte of scratch per thread
       float* Ap = scratch(S_AP, (size_t)std::min<long>(MC, (M + MR - 1) / MR * MR) * std::min<long>(KC, K));
       if (split_m) block(it * rows, std::min(M, (it + 1) * rows), 0, panels, K, A, ars, acs, Bp, C, ldc, N, bias,
-                         accumulate, Ap);
-      else block(0, M, it, it + 1, K, A, ars, acs, Bp, C, ldc, N, bias, accumulate, Ap);
+                         accumulate, Ap, asum);
+      else block(0, M, it, it + 1, K, A, ars, acs, Bp, C, ldc, N, bias, accumulate, Ap, asum);
     });
   }
 };
@@ -1371,23 +1386,19 @@ static void lstm_backward(const BackwardArgs& a) {
   // [dW_ih | dW_hh | db] = dZᵀ · [X | H_prev | 1] in one GEMM (A = dZᵀ: ars = 1, acs = ldz), so
   // dZᵀ is packed once; I + H columns padded once (padded separately, I = 1 cost a whole zero
   // panel). The ones column rides in the last vector's padding when it has a free lane (db then
-  // costs nothing); else db is a sum over dZ's rows (a whole vector more of the GEMM is dearer).
+  // costs nothing); else db is the row sums of dZᵀ, gathered while the GEMM packs it (a separate
+  // pass over dZ cost 1.8% of the backward at (100,64,64,256); a whole vector more of the GEMM is dearer).
   {
     const bool ones = (I + H) % W != 0;
     const long ldw = (I + H + (ones ? 1 : 0) + 4 * W - 1) / (4 * W) * (4 * W);
     float* XHb = scratch(S_XB, (size_t)std::max<long>(N, 1) * ldw);
     pack_xh_panels(a.x, I, src, ws.hprev.get(), ws.ldh, H, ones, N, XHb, a.threads);
     float* dWc = scratch(S_DWI, (size_t)Gz * ldw);  // (4H, ldw): dW_ih | dW_hh | db, compact rows
-    Gemm4::run(Gz, I + H + (ones ? 1 : 0), N, dZ, 1, ldz, XHb, dWc, ldw, nullptr, false, a.threads);
     std::vector<float> dbp(Gz, 0.f);
-    if (ones) {
+    Gemm4::run(Gz, I + H + (ones ? 1 : 0), N, dZ, 1, ldz, XHb, dWc, ldw, nullptr, false, a.threads,
+               ones ? nullptr : dbp.data());
+    if (ones)
       for (long r = 0; r < Gz; ++r) dbp[r] = dWc[r * ldw + I + H];
-    } else {
-      for (long n = 0; n < N; ++n) {
-        const float* z = dZ + n * ldz;
-        for (long r = 0; r < Gz; ++r) dbp[r] += z[r];
-      }
-    }
     for (long r = 0; r < Gz; ++r) {
       std::memcpy(a.dW_ih + (long)rows[r] * I, dWc + r * ldw, sizeof(float) * I);
       std::memcpy(a.dW_hh + (long)rows[r] * H, dWc + r * ldw + I, sizeof(float) * H);

@@ -21,8 +21,9 @@ ODD = [  # (T, B, I, H)
     (5, 3, 2, 1), (1, 1, 17, 8), (6, 5, 1, 16), (3, 7, 9, 33), (2, 2, 64, 64), (7, 13, 5, 31),
     (2, 17, 3, 100), (1, 64, 8, 24), (3, 2, 2, 129),
     # the dW product's orientations: gemm_tn with T·B rows past its K block (128); Gemm4 (a result
-    # of 4H·(I + H + 1) > 2^18 floats)
-    (40, 5, 3, 20), (2, 3, 300, 257),
+    # of 4H·(I + H + 1) > 2^18 floats), with db in a ones column, and with db as dZᵀ's row sums
+    # (I + H a multiple of every vector width) over T·B rows past Gemm4's K block (1024)
+    (40, 5, 3, 20), (2, 3, 300, 257), (3, 400, 64, 256),
 ]
 _r = np.random.default_rng(2026)
 RANDOM = [(int(_r.integers(1, 10)), int(_r.integers(1, 20)), int(_r.integers(1, 40)),
