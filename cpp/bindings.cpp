@@ -473,18 +473,27 @@ PYBIND11_MODULE(_core, m) {
   }, "forget the measured choice's timings");
   m.def("_tail_units", [](int H) { return active_table()->tail_units(H); }, py::arg("H"),
         "units in the last panel that the active ISA's forward computes as one vector of four gates (0: none)");
-  m.def("_gemm", [](py::array A, py::array Bm) {
-    if (A.ndim() != 2 || Bm.ndim() != 2 || A.shape(1) != Bm.shape(0)) throw py::value_error("shapes");
-    const int M = (int)A.shape(0), K = (int)A.shape(1), N = (int)Bm.shape(1);
-    const float* a = checked(A, "A", {M, K});
+  m.def("gemm", [](py::array A, py::array Bm, bool trans_a) {
+    if (A.ndim() != 2 || Bm.ndim() != 2 || A.shape(trans_a ? 0 : 1) != Bm.shape(0))
+      throw py::value_error(std::string("gemm needs A ") + (trans_a ? "(K, M)" : "(M, K)") + " and B (K, N), got " +
+                            std::to_string(A.ndim()) + "-d and " + std::to_string(Bm.ndim()) + "-d arrays" +
+                            (A.ndim() == 2 && Bm.ndim() == 2 ? " with different K" : ""));
+    const int M = dim(A.shape(trans_a ? 1 : 0), "A's M"), K = dim(Bm.shape(0), "K"), N = dim(Bm.shape(1), "B's N");
+    const float* a = checked(A, "A", trans_a ? std::vector<py::ssize_t>{K, M} : std::vector<py::ssize_t>{M, K});
     const float* b = checked(Bm, "B", {K, N});
     farray C({M, N});
     float* c = mut(C);
     const KernelTable* t = active_table();
-    py::gil_scoped_release nogil;
-    t->gemm(M, N, K, a, b, c, g_threads.load());
+    {
+      py::gil_scoped_release nogil;
+      t->gemm(M, N, K, a, trans_a ? 1 : K, trans_a ? M : 1, b, c, g_threads.load());
+    }
+    g_last_isa = t->name;
     return C;
-  }, "C = A·B with the active ISA's GEMM (for tests)");
+  }, py::arg("A"), py::arg("B"), py::arg("trans_a") = false,
+        "C = A·B (Aᵀ·B with trans_a: A given as (K, M)), float32, C-contiguous operands, on the "
+        "kernels' GEMM and thread team (what the dense layers use when the kernels run on more "
+        "than one thread)");
   m.def("_pool_selftest", [](long jobs, int threads, bool dynamic) {
     if (jobs < 0 || threads < 1 || threads > kMaxThreads)
       throw py::value_error("need jobs >= 0 and 1 <= threads <= " + std::to_string(kMaxThreads));

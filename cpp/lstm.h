@@ -163,7 +163,8 @@ struct KernelTable {
   // one step, h and c (B, H) updated in place; x (B, I)
   void (*lstm_step)(const Packed&, const float* x, float* h, float* c, int B);
   // C(M,N) = A(M,K)·B(K,N), all row-major (for tests of the GEMM itself)
-  void (*gemm)(int M, int N, int K, const float* A, const float* B, float* C, int threads);
+  // C (M,N) = A·B, B (K,N) row-major; A(i,k) = A[i·ars + k·acs] (row-major: ars = K, acs = 1)
+  void (*gemm)(int M, int N, int K, const float* A, long ars, long acs, const float* B, float* C, int threads);
   void (*eval_sigmoid)(const float* x, float* y, long n);
   void (*eval_tanh)(const float* x, float* y, long n);
   void (*eval_exp)(const float* x, float* y, long n);

@@ -1409,11 +1409,12 @@ static void lstm_backward(const BackwardArgs& a) {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers exposed for tests and the benchmark.
-static void gemm_rowmajor(int M, int N, int K, const float* A, const float* Bm, float* C, int threads) {
+static void gemm_rowmajor(int M, int N, int K, const float* A, long ars, long acs, const float* Bm, float* C,
+                          int threads) {
   long panels = (N + 4 * W - 1) / (4 * W);
   float* Bp = scratch(S_GEMMB, (size_t)std::max(K, 1) * panels * 4 * W);
   pack_rows(Bm, N, K, N, N, nullptr, 4 * W, Bp, threads);
-  Gemm4::run(M, N, K, A, K, 1, Bp, C, N, nullptr, false, threads);
+  Gemm4::run(M, N, K, A, ars, acs, Bp, C, N, nullptr, false, threads);
 }
 
 template <V (*F)(V)>

@@ -106,8 +106,13 @@ def test_gemm(isa, M, K, N, native, core, rng):
     A = rng.standard_normal((M, K)).astype(np.float32)
     B = rng.standard_normal((K, N)).astype(np.float32)
     with native.use_isa(isa):
-        C = core._gemm(A, B)
-    np.testing.assert_allclose(C, A.astype(np.float64) @ B, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+        C = core.gemm(A, B)
+        Ct = core.gemm(np.ascontiguousarray(A.T), B, trans_a=True)  # A given as (K, M)
+        assert core.last_isa() == isa
+    for got in (C, Ct):
+        np.testing.assert_allclose(got, A.astype(np.float64) @ B, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+    with pytest.raises(ValueError, match="different K"):
+        core.gemm(A, np.zeros((K + 1, N), np.float32))
 
 
 @pytest.mark.parametrize("isa", NATIVE_ISAS)

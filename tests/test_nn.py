@@ -7,7 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import require
+from conftest import require, require_backend
 from gradcheck import assert_grad_close, numeric_grad
 
 import fastlstm
@@ -44,6 +44,39 @@ def _layer_gradcheck(layer, x, rng, lengths=None, int_input=False, max_entries=2
 def test_linear_gradients(activation, shape, rng):
     lin = nn.Linear(3, 4, activation=activation, dtype=F64, seed=1)
     _layer_gradcheck(lin, rng.standard_normal(shape), rng)
+
+
+@pytest.mark.parametrize("threads,expect_native", [(2, True), (1, False)])
+def test_linear_products_on_the_kernels_gemm_with_threads(threads, expect_native, rng, monkeypatch):
+    """With the kernels on more than one thread, a float32 Linear's three products (forward, dW,
+    dx) run on the native GEMM and its thread team (fit keeps NumPy's BLAS on one thread then);
+    on one thread, and for small products, NumPy's. Same results either way."""
+    require_backend("native")
+    from fastlstm import _core
+    from fastlstm.nn import layers
+
+    calls = []
+    monkeypatch.setattr(layers, "_core_gemm", lambda a, b, t=False: (calls.append(t), _core.gemm(a, b, t))[1])
+    old = fastlstm.get_num_threads()
+    fastlstm.set_num_threads(threads)
+    try:
+        for shape, big in (((4, 300, 67), True), ((5, 3, 67), False)):
+            lin = nn.Linear(67, 41, activation="tanh", seed=3).train()
+            x = rng.standard_normal(shape).astype(np.float32)
+            dy = rng.standard_normal(shape[:-1] + (41,)).astype(np.float32)
+            calls.clear()
+            y = lin(x)
+            dx = lin.backward(dy)
+            assert calls == ([False, True, False] if big and expect_native else [])
+            W, b = (lin.params[k].astype(F64) for k in ("weight", "bias"))
+            x64 = x.astype(F64).reshape(-1, 67)
+            y64 = np.tanh(x64 @ W.T + b)
+            dz = dy.astype(F64).reshape(-1, 41) * (1 - y64 ** 2)
+            np.testing.assert_allclose(y.reshape(-1, 41), y64, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(lin.grads["weight"], dz.T @ x64, rtol=1e-4, atol=1e-3)
+            np.testing.assert_allclose(dx.reshape(-1, 67), dz @ W, rtol=1e-4, atol=1e-4)
+    finally:
+        fastlstm.set_num_threads(old)
 
 
 def test_embedding_gradient_touches_used_rows_only(rng):

@@ -18,6 +18,33 @@ from .module import Module, register
 ACTIVATIONS = (None, "relu", "tanh", "sigmoid")
 
 
+# Dense products on the kernels' own GEMM and thread team when those run on more than one thread:
+# NumPy's BLAS then runs on one thread (fit's serial_blas: its spinning workers took the core the
+# LSTM's team needs next), and a dense layer's products on one thread were most of what kept the
+# 2-thread char-LM step (its Linear(256 -> 96) head over 6400 rows: 9 of 46 ms) behind torch's.
+# Small products stay in NumPy: the kernels' GEMM packs B on every call.
+_GEMM_MIN_FLOPS = 4e6
+_core_gemm = None          # fastlstm._core.gemm; False: no native module
+
+
+def _matmul(a, b, trans_a=False):
+    """a·b, or aᵀ·b with trans_a (a as stored, (K, M))."""
+    global _core_gemm
+    from .. import backends
+
+    M, K = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    if (backends.get_num_threads() > 1 and a.dtype == b.dtype == np.float32
+            and 2.0 * M * K * b.shape[1] >= _GEMM_MIN_FLOPS):
+        if _core_gemm is None:
+            try:
+                from .._core import gemm as _core_gemm
+            except ImportError:
+                _core_gemm = False
+        if _core_gemm:
+            return _core_gemm(np.ascontiguousarray(a), np.ascontiguousarray(b), trans_a)
+    return a.T @ b if trans_a else a @ b
+
+
 def _act_forward(kind, z):
     if kind is None:
         return z
@@ -79,7 +106,7 @@ class Linear(Module):
             raise ValueError(f"Linear expects {self.in_features} input features on the last axis, "
                              f"got shape {x.shape}")
         x2 = x.reshape(-1, self.in_features)
-        z = x2 @ self.params["weight"].T
+        z = _matmul(x2, self.params["weight"].T)
         if self.use_bias:
             z += self.params["bias"]
         y = _act_forward(self.activation, z).reshape(*x.shape[:-1], self.out_features)
@@ -92,10 +119,10 @@ class Linear(Module):
             raise RuntimeError("Linear.backward needs a preceding forward in training mode")
         # y = act(z), z = x·Wᵀ + b
         dz = _act_backward(self.activation, self._y, dy).reshape(-1, self.out_features)
-        self.grads["weight"] += dz.T @ self._x
+        self.grads["weight"] += _matmul(dz, self._x, trans_a=True)
         if self.use_bias:
             self.grads["bias"] += dz.sum(axis=0)
-        dx = (dz @ self.params["weight"]).reshape(*dy.shape[:-1], self.in_features)
+        dx = _matmul(dz, self.params["weight"]).reshape(*dy.shape[:-1], self.in_features)
         self._x = self._y = None
         return dx
 
