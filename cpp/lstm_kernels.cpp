@@ -629,10 +629,11 @@ static void note_split_timing(const Choice& c, double ns_per_row_step) {
 // Forward, 2 threads, units vs rows, vCPUs far apart (round trip ~410 ns): (20,32,1,300) 1.13x,
 // (20,32,300,300) 1.07x, (20,16,512,512) 1.18x; near (45-55 ns): 0.96-1.03x, (20,32,1,512) and
 // (20,32,512,512) 1.09x. With 32 rows per thread 0.94-1.04x. Not the backward: its units split
-// ran training 0.86-1.01x of rows.
+// ran training 0.86-1.01x of rows. Measured with 2 threads only: with more, every thread of a
+// units split meets the others every step, and the rule keeps rows until that is measured.
 constexpr double kCoreL2Bytes = 1e6;
 static bool units_stream_less(LoopKind kind, long B, long Hp, int threads, double weight_bytes) {
-  if (kind != kForwardLoop || weight_bytes <= kCoreL2Bytes || B > 16L * threads) return false;
+  if (kind != kForwardLoop || threads != 2 || weight_bytes <= kCoreL2Bytes || B > 16L * threads) return false;
   const long chunks = (Hp + 2 * W - 1) / (2 * W);  // split_range's units of 2W hidden units
   const long largest = std::min(Hp, (chunks + threads - 1) / threads * 2 * W);
   return largest * threads <= 1.06 * Hp;
@@ -655,7 +656,8 @@ static LoopPlan plan_loop(LoopKind kind, int threads, const std::vector<int>& Bs
   } else if (threads > 1) {
     const bool rows_small = B >= 4L * threads && weight_bytes <= kRowsL2Bytes && loop_flops / threads >= kRowsSmallFlops;
     if (B >= 8L * threads && weight_bytes <= kCachedWeightBytes && !ragged && loop_flops / threads >= kRowsSplitFlops)
-      plan = {threads, !units_stream_less(kind, B, Hp, threads, weight_bytes)};
+      plan = units_stream_less(kind, B, Hp, threads, weight_bytes) ? LoopPlan{std::min(threads, max_units), false}
+                                                                    : LoopPlan{threads, true};
     else if (step_flops >= kUnitsStepFlops && loop_flops >= kUnitsLoopFlops && max_units > 1)
       plan = !ragged && rows_small ? LoopPlan{threads, true} : LoopPlan{std::min(threads, max_units), false};
     if (plan.threads > 1) {

@@ -495,6 +495,28 @@ def test_automatic_thread_split_rule(T, B, I, H, expect, native, core, rng):
         assert np.abs(g - w).max() <= 1e-4 * max(np.abs(w).max(), 1e-30)
 
 
+@pytest.mark.parametrize("threads,expect", [(2, "units"), (4, "rows")])
+def test_units_for_weights_past_l2_measured_on_two_threads_only(threads, expect, native, core, rng):
+    """units_stream_less: a forward of 16 rows per thread whose 4 MB of weights outgrow L2 splits
+    the hidden units on 2 threads; with more threads (every one meeting the others each step,
+    not measured) the rule keeps rows. The backward keeps rows either way."""
+    args = random_problem(rng, 2, 32, 8, 512, dtype=np.float32, scale=0.1)
+    old_split, old_threads = core._set_split("auto"), fastlstm.get_num_threads()
+    old_adaptive = core._set_split_adaptive(False)
+    try:
+        fastlstm.set_num_threads(threads)
+        y, hT, cT, tape = fastlstm.lstm_forward(*args, training=True, backend="native")
+        assert core._last_split() == expect
+        fastlstm.lstm_backward(np.ones_like(y), None, None, tape)
+        assert core._last_split() == "rows"
+    finally:
+        core._set_split(old_split)
+        core._set_split_adaptive(old_adaptive)
+        fastlstm.set_num_threads(old_threads)
+    yr = ref.lstm_forward(*[a.astype(np.float64) for a in args], None, False, False)[0]
+    np.testing.assert_allclose(y, yr, atol=2e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("isa", NATIVE_ISAS)
 @pytest.mark.parametrize("split", ["rows", "units"])
 @pytest.mark.parametrize("T,B,I,H,lens,rev", [
