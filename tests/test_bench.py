@@ -248,6 +248,9 @@ def test_sweep_end_to_end_writes_heat_map_json_and_worst_cells(tmp_path):
         ("native", "forward", "native-prepacked"), ("torch", "forward", "torch"),
         ("onnxruntime", "forward", "onnxruntime"), ("native", "train", "native"), ("torch", "train", "torch")}
     assert all(r["status"] == "ok" for r in res["rows"]), [r.get("note") for r in res["rows"]]
+    # each shape at both thread counts back to back (drift between passes would bias 2t vs 1t)
+    order = list(dict.fromkeys((r["shape"], r["threads"]) for r in res["rows"]))
+    assert order == [("H5 B3 I1", 1), ("H5 B3 I1", 2), ("H5 B3 IH", 1), ("H5 B3 IH", 2)]
     cells = res["cells"]
     assert len(cells) == 2 * 2 * 2                          # threads × modes × shapes
     for c in cells:

@@ -12,8 +12,9 @@ correctness gate first, at each thread count. Per cell:
                     issue #11's bar; the peak is measured in the same run)
 
 and, per thread count after the first, how the native and the peers' best times changed against
-one thread (2 threads must never be slower). write_plot() draws the ratios as heat maps, one panel
-per mode and thread count; format_text() lists the worst cells.
+one thread (2 threads must never be slower; each shape runs at every thread count back to back,
+so that comparison is not between two passes minutes apart). write_plot() draws the ratios as
+heat maps, one panel per mode and thread count; format_text() lists the worst cells.
 """
 
 from __future__ import annotations
@@ -105,20 +106,27 @@ def run(opts: SweepOptions) -> dict:
     ref_cache: dict = {}
     cpu0, wall0 = runner._cpu_seconds(), runner.time.perf_counter()
     try:
+        peaks = {}
         for n in opts.threads:
             runner._set_threads(contenders, blas, n)
-            peak, how = runner.fma_peak(n)
-            results["peaks"].append({"threads": n, "gflops": peak, "state": how})
-            for shape in shapes:
-                p = make_problem(shape, opts.seed)
+            peaks[n], how = runner.fma_peak(n)
+            results["peaks"].append({"threads": n, "gflops": peaks[n], "state": how})
+        # Each shape at every thread count back to back, not one pass per thread count: the VM's
+        # speed drifts by several percent over the minutes a pass takes, and the check "2 threads
+        # never slower than 1" compares a cell's own timings (one pass each, the 2-thread times
+        # came minutes after the 1-thread ones).
+        for shape in shapes:
+            p = make_problem(shape, opts.seed)
+            for n in opts.threads:
+                runner._set_threads(contenders, blas, n)
                 for (mode, role), c in table.items():
                     bar.describe(f"{n}t {mode} {shape.name} {c.name}")
                     c.set_threads(n)
-                    row = runner._bench_one(c, p, mode, ropts, ref_cache, peak)
+                    row = runner._bench_one(c, p, mode, ropts, ref_cache, peaks[n])
                     row.update(runner._shape_row(shape, None), threads=n, role=role)
                     results["rows"].append(row)
                     bar.advance()
-                ref_cache.clear()          # one shape's references at a time: memory stays flat
+            ref_cache.clear()              # one shape's references at a time: memory stays flat
     finally:
         bar.close()
         runner.fastlstm.set_num_threads(old_threads)
