@@ -301,9 +301,9 @@ struct Gemm {
           // A transposed (the backward's dZᵀ): the MR values of one k are adjacent, one masked
           // vector copy (element at a time, packing took 22% of the dW GEMM at (100,32,10,100)).
           // It is still ~14% of the dW GEMM at (100,64,64,256). Slower on Zen 5: k outer, each
-          // row of dZ cut into all panels (backward 0.87x at (100,64,64,256)); 3 panels per walk down k from
-          // one vector and a lane permute (0.94-0.97x); gemm_tn, which reads dZ in place, up
-          // to 16 MB results (0.91-1.04x).
+          // row of dZ cut into all panels (backward 0.87x at (100,64,64,256)); 3 panels per walk
+          // down k from one vector and a lane permute (training 0.94-0.97x); gemm_tn, which
+          // reads dZ in place, up to 16 MB results (training 0.91-1.04x).
           if (ars == 1) {
             V sum[(MR + W - 1) / W];
             FL_UNROLL for (int i0 = 0; i0 < MR; i0 += W) sum[i0 / W] = zero();
