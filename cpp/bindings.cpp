@@ -441,8 +441,6 @@ PYBIND11_MODULE(_core, m) {
   m.def("_set_steal_test_delay", [](int us) { return StepTeam::test_delay_us.exchange(us); }, py::arg("us"),
         "tests: the last thread of a units split sleeps us µs before step 1 (0: off); returns the previous");
   m.def("_last_fused", [] { return g_last_fused.load(); }, "whether the last forward fused the input projection");
-  m.def("_last_product_parts", [] { return g_last_product_parts.load(); },
-        "how many parts the last backward's small products split into by the loop's batch rows (0: not so)");
   m.def("_set_split_adaptive", [](bool on) { return g_split_adaptive.exchange(on); }, py::arg("on"),
         "whether loops the rule splits are timed and run split or on one thread, the faster "
         "(FASTLSTM_SPLIT=measured; default false: the static rule alone); returns the previous");

@@ -181,7 +181,6 @@ struct KernelTable {
 // backward loop ran on more than one thread, else 0.
 extern std::atomic<long> g_fuse_rows;
 extern std::atomic<bool> g_last_fused;
-extern std::atomic<int> g_last_product_parts;  // backward: the row-local products' parts, 0: not row-local
 extern std::atomic<int> g_split;
 extern std::atomic<int> g_last_split;
 // how many parts the last recurrent loop (forward or backward) split over threads ran for a

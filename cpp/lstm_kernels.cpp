@@ -1118,34 +1118,28 @@ static inline void dot_tile(long G, const float* dz, long ldz, const float* WT, 
   FL_UNROLL for (int r = 0; r < RB; ++r) FL_UNROLL for (int i = 0; i < IB; ++i) out[r][i] = hsum(acc[r][i]);
 }
 
-// dX rows [n0, n1) of the compact dZ rows by dot products; output row src[n] (src null: n).
-static void dx_dots_rows(long n0, long n1, long I, long G, const float* dZ, long ldz, const float* WT, float* dx,
-                         const long* src) {
-  constexpr int RB = 4, IB = 4;
-  for (long n = n0; n < n1; n += RB) {
-    const int rb = (int)std::min<long>(RB, n1 - n);
-    float* out[RB];
-    for (int r = 0; r < rb; ++r) out[r] = dx + (src ? src[n + r] : n + r) * I;
-    for (long i = 0; i < I; i += IB) {
-      const int ib = (int)std::min<long>(IB, I - i);
-      float* o[RB];
-      for (int r = 0; r < rb; ++r) o[r] = out[r] + i;
-      const float* dz = dZ + n * ldz;
-      with_rows<RB>(rb, [&]<int R>() {
-        with_rows<IB>(ib, [&]<int C>() { dot_tile<R, C>(G, dz, ldz, WT + i * G, o); });
-      });
-    }
-  }
-}
-
-// dX for all N compact rows, split over the threads in contiguous blocks.
+// dX rows n of (N, I) compact dZ rows; output row src[n] (src null: n).
 static void dx_dots(long N, long I, long G, const float* dZ, long ldz, const float* WT, float* dx, const long* src,
                     int threads) {
+  constexpr int RB = 4, IB = 4;
   const int nth = gemm_threads(threads, 2.0 * N * I * G);
-  const long rows = std::max<long>(64, (N / (4L * nth) + 3) / 4 * 4);  // ~4 items per thread
+  const long rows = std::max<long>(64, (N / (4L * nth) + RB - 1) / RB * RB);  // ~4 items per thread
   for_items((N + rows - 1) / rows, nth, [&](long it) {
-    const long n0 = it * rows;
-    dx_dots_rows(n0, std::min(N, n0 + rows), I, G, dZ, ldz, WT, dx, src);
+    const long n0 = it * rows, n1 = std::min(N, n0 + rows);
+    for (long n = n0; n < n1; n += RB) {
+      const int rb = (int)std::min<long>(RB, n1 - n);
+      float* out[RB];
+      for (int r = 0; r < rb; ++r) out[r] = dx + (src ? src[n + r] : n + r) * I;
+      for (long i = 0; i < I; i += IB) {
+        const int ib = (int)std::min<long>(IB, I - i);
+        float* o[RB];
+        for (int r = 0; r < rb; ++r) o[r] = out[r] + i;
+        const float* dz = dZ + n * ldz;
+        with_rows<RB>(rb, [&]<int R>() {
+          with_rows<IB>(ib, [&]<int C>() { dot_tile<R, C>(G, dz, ldz, WT + i * G, o); });
+        });
+      }
+    }
   });
 }
 
@@ -1169,21 +1163,17 @@ constexpr long kTnMaxC = 1L << 18;  // floats: a 1 MB result
 
 // [X | H_prev | 1] row by row for gemm_tn: row n (F = I + H + 1 floats at out + n·F) is x row
 // src[n] (src null: n), h_{t-1} of that row, and a 1 (its row of the product is db = Σ_n dz_n).
-static void pack_xh_range(const float* x, long I, const long* src, const float* hp, long ldh, long H, long n0,
-                          long n1, float* out) {
-  const long F = I + H + 1;
-  for (long n = n0; n < n1; ++n) {
-    float* o = out + n * F;
-    copy_floats(o, x + (src ? src[n] : n) * I, I);
-    copy_floats(o + I, hp + n * ldh, H);
-    o[I + H] = 1.f;
-  }
-}
 static void pack_xh_rows(const float* x, long I, const long* src, const float* hp, long ldh, long H, long N,
                          float* out, int threads) {
+  const long F = I + H + 1;
   constexpr long chunk = 256;  // rows per work item
-  for_panels((N + chunk - 1) / chunk, N * (I + H + 1), threads, [&](long j) {
-    pack_xh_range(x, I, src, hp, ldh, H, j * chunk, std::min(N, (j + 1) * chunk), out);
+  for_panels((N + chunk - 1) / chunk, N * F, threads, [&](long j) {
+    for (long n = j * chunk; n < std::min(N, (j + 1) * chunk); ++n) {
+      float* o = out + n * F;
+      copy_floats(o, x + (src ? src[n] : n) * I, I);
+      copy_floats(o + I, hp + n * ldh, H);
+      o[I + H] = 1.f;
+    }
   });
 }
 
@@ -1250,28 +1240,6 @@ static void gemm_tn(long F, long G, long K, const float* X, long ldx, const floa
       }
     }
   });
-}
-
-// gemm_tn's product over the K rows of `ranges` only, on one thread: C(F, G) = Σ_k X(k, ·)ᵀ Z(k, ·)
-// for k in the ranges, each register tile summing every range in registers (no K blocks: the
-// ranges are one thread's share of a loop split by batch rows, a few rows per step).
-static void gemm_tn_ranges(long F, long G, const std::vector<std::pair<long, long>>& ranges, const float* X,
-                           long ldx, const float* Z, long ldz, float* C, long ldc) {
-  const long nvec = (G + W - 1) / W;
-  const long panels = (nvec + 3) / 4;
-  for (long p = 0; p < panels; ++p) {
-    const long pv0 = nvec * p / panels, pv1 = nvec * (p + 1) / panels;
-    with_rows<4>((int)(pv1 - pv0), [&]<int NV>() {
-      for_tiles<MR4>((int)F, [&]<int M>(int r0) {
-        V acc[M][NV];
-        FL_UNROLL for (int i = 0; i < M; ++i) FL_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = zero();
-        for (const auto& [k0, k1] : ranges)
-          micro<M, NV>(k1 - k0, X + k0 * ldx + r0, 1, ldx, Z + k0 * ldz + pv0 * W, acc, ldz);
-        float* c = C + r0 * ldc + pv0 * W;
-        FL_UNROLL for (int i = 0; i < M; ++i) FL_UNROLL for (int v = 0; v < NV; ++v) store(c + i * ldc + v * W, acc[i][v]);
-      });
-    });
-  }
 }
 
 // out[rows[r]·ldo + f] = in[f·ldi + r] for f < nf, r < nr: the dW product's result transposed
@@ -1410,50 +1378,6 @@ static void lstm_backward(const BackwardArgs& a) {
   for (long n = 0; identity && n < N; ++n) identity = ws.src[n] == n;
   const long* src = identity ? nullptr : ws.src.data();
   if (a.dx && N < (long)T * B) std::memset(a.dx, 0, sizeof(float) * (size_t)T * B * I);  // padding gets no gradient
-  const long F = I + H + 1;
-  // After a loop split by batch rows each thread wrote dZ for its own rows. The products split
-  // the same way: each part packs [x | h_{t-1} | 1], computes dX and a partial dWᵀ for the rows
-  // its loop part wrote, then the partials are summed. Split by contiguous rows (dX) and dZ's
-  // columns (dW), each thread read rows the other had written: with the vCPUs far apart (~400 ns)
-  // 2 threads trained (24,32,1,50) at 0.72-0.77x and (50,32,1,50) at 0.77-0.80x of one thread.
-  // Where the small products apply: dW by gemm_tn, dX by dot products (or not wanted).
-  const int parts = plan.by_rows && plan.threads > 1 && Gz * F <= kTnMaxC && (!a.dx || I <= kDotMaxI)
-                        ? plan.threads : 1;
-  g_last_product_parts.store(parts > 1 ? parts : 0, std::memory_order_relaxed);
-  if (parts > 1) {
-    float* WT = nullptr;
-    if (a.dx) {
-      WT = scratch(S_WIHB, (size_t)I * Gz);
-      for (long r = 0; r < Gz; ++r)
-        for (long i = 0; i < I; ++i) WT[i * Gz + r] = a.W_ih[(long)rows[r] * I + i];
-    }
-    float* XH = scratch(S_XB, (size_t)std::max<long>(N, 1) * F);
-    const long ldc = (Gz + W - 1) / W * W;
-    float* dWt = scratch(S_DWI, (size_t)F * ldc);  // (F, ldc): rows dW_ihᵀ | dW_hhᵀ | db
-    fbuf partial = alloc((size_t)(parts - 1) * F * ldc);
-    for_items(parts, parts, [&](long part) {
-      long r0, r1;  // the loop's part `part`: batch rows [r0, r1), as run_loop split them
-      row_range(ws.len, N, parts, (int)part, &r0, &r1);
-      std::vector<std::pair<long, long>> ranges;  // its compact rows, one range per step
-      for (int s = 0; s < Teff; ++s) {
-        const long j1 = std::min<long>(r1, ws.Bs[s]);
-        if (j1 > r0) ranges.emplace_back(ws.off[s] + r0, ws.off[s] + j1);
-      }
-      for (const auto& [k0, k1] : ranges) {
-        pack_xh_range(a.x, I, src, ws.hprev.get(), ws.ldh, H, k0, k1, XH);
-        if (a.dx) dx_dots_rows(k0, k1, I, Gz, dZ, ldz, WT, a.dx, src);
-      }
-      gemm_tn_ranges(F, Gz, ranges, XH, F, dZ, ldz, part == 0 ? dWt : partial.get() + (part - 1) * F * ldc, ldc);
-    });
-    for (int i = 1; i < parts; ++i) {
-      const float* pc = partial.get() + (long)(i - 1) * F * ldc;
-      for (long k = 0; k < F * ldc; k += W) store(dWt + k, add(load(dWt + k), load(pc + k)));
-    }
-    scatter_transposed(dWt, ldc, I, Gz, rows.data(), a.dW_ih, I);
-    scatter_transposed(dWt + I * ldc, ldc, H, Gz, rows.data(), a.dW_hh, H);
-    scatter_transposed(dWt + (I + H) * ldc, ldc, 1, Gz, rows.data(), a.db, 1);
-    return;
-  }
   // dX = dZ · W_ih   (K = 4H compact gate rows of W_ih), unless not wanted (a first layer)
   if (!a.dx) {
   } else if (I <= kDotMaxI) {
@@ -1473,6 +1397,7 @@ static void lstm_backward(const BackwardArgs& a) {
     }
   }
   // [dW_ih | dW_hh | db] in one product (see kTnMaxC for the two orientations)
+  const long F = I + H + 1;
   if (Gz * F <= kTnMaxC) {
     float* XH = scratch(S_XB, (size_t)std::max<long>(N, 1) * F);
     pack_xh_rows(a.x, I, src, ws.hprev.get(), ws.ldh, H, N, XH, a.threads);

@@ -560,58 +560,6 @@ def test_split_runs_a_late_threads_parts(isa, split, T, B, I, H, lens, rev, nati
 
 
 @pytest.mark.parametrize("isa", NATIVE_ISAS)
-@pytest.mark.parametrize("T,B,I,H,lens,rev,bf,need_dx,parts", [
-    (7, 5, 1, 130, False, False, False, True, 2),   # dX as dot products
-    (9, 7, 16, 77, True, True, False, True, 2),     # ragged lengths, reversed, odd B, H % W != 0
-    (1, 6, 3, 100, False, False, True, True, 2),    # T = 1, batch-first
-    (6, 5, 40, 90, True, False, False, False, 2),   # dX not wanted: any I
-    (6, 5, 17, 90, False, False, False, True, 0),   # dX by the GEMM (I > 16): not row-local
-])
-def test_backward_products_split_by_the_loops_rows(isa, T, B, I, H, lens, rev, bf, need_dx, parts, native, core,
-                                                    rng):
-    """After a backward loop split by batch rows, dX and the dW product run per part over the rows
-    that part wrote (then the partial dW are summed); _last_product_parts() says it ran. Every
-    gradient is the reference's, with and without a late thread (its part then run by the other)."""
-    if isa not in core.supported_isas():
-        pytest.skip(f"this CPU cannot run the {isa} path")
-    x, W_ih, W_hh, b, h0, c0 = random_problem(rng, T, B, I, H, dtype=np.float32, scale=0.3)
-    lengths = random_lengths(rng, T, B) if lens else None
-    a64 = [a.astype(np.float64) for a in (x, W_ih, W_hh, b, h0, c0)]
-    yr, hr, cr, ws = ref.lstm_forward(*a64, lengths, rev, True)
-    dy = rng.standard_normal((T, B, H)).astype(np.float32)
-    gr = ref.lstm_backward(dy.astype(np.float64), np.zeros_like(hr), np.zeros_like(cr), ws, a64[0], a64[1], a64[2],
-                           a64[4], a64[5], lengths, rev)
-    xin, dyin = (np.ascontiguousarray(x.transpose(1, 0, 2)), np.ascontiguousarray(dy.transpose(1, 0, 2))) if bf \
-        else (x, dy)
-    z = np.zeros((B, H), np.float32)
-    old_split, old_threads = core._set_split("rows"), fastlstm.get_num_threads()
-    try:
-        fastlstm.set_num_threads(2)
-        for delay in (0, 3000):       # µs the last thread sleeps before its block of rows
-            old_delay = core._set_steal_test_delay(delay)
-            try:
-                with native.use_isa(isa):
-                    y, hT, cT, w = core.lstm_forward(xin, W_ih, W_hh, b, h0, c0, lengths, rev, True, bf)
-                    got = core.lstm_backward(dyin, z, z, w, xin, W_ih, W_hh, None, None, lengths, rev, need_dx, bf)
-                    assert core._last_split() == "rows"
-                    assert core._last_product_parts() == parts
-            finally:
-                core._set_steal_test_delay(old_delay)
-            dx, dW_ih, dW_hh, db, dh0, dc0 = got
-            want = dict(zip(("dx", "dW_ih", "dW_hh", "db", "dh0", "dc0"), gr))
-            if need_dx:
-                dx = dx.transpose(1, 0, 2) if bf else dx
-                assert np.abs(dx - want["dx"]).max() <= 1e-4 * max(np.abs(want["dx"]).max(), 1e-30)
-            else:
-                assert dx is None
-            for name, g in (("dW_ih", dW_ih), ("dW_hh", dW_hh), ("db", db), ("dh0", dh0), ("dc0", dc0)):
-                assert np.abs(g - want[name]).max() <= 1e-4 * max(np.abs(want[name]).max(), 1e-30), name
-    finally:
-        core._set_split(old_split)
-        fastlstm.set_num_threads(old_threads)
-
-
-@pytest.mark.parametrize("isa", NATIVE_ISAS)
 @pytest.mark.parametrize("I", [1, 16, 17])
 def test_dx_dot_products_and_gemm_meet_at_the_boundary(isa, I, native, core, rng):
     """dX runs as dot products for I <= 16 and as a GEMM above; both sides of the boundary, with
