@@ -441,6 +441,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("_set_steal_test_delay", [](int us) { return StepTeam::test_delay_us.exchange(us); }, py::arg("us"),
         "tests: the last thread of a units split sleeps us µs before step 1 (0: off); returns the previous");
   m.def("_last_fused", [] { return g_last_fused.load(); }, "whether the last forward fused the input projection");
+  m.def("_set_backward_chunk", [](long bytes) { return g_backward_chunk.exchange(bytes); }, py::arg("bytes"),
+        "backward policy: run the steps in chunks of about bytes of dZ, each chunk's products after "
+        "it, at any thread count (-1: the kernels' rule, the default); returns the previous setting");
+  m.def("_last_chunks", [] { return g_last_chunks.load(); }, "how many chunks of steps the last backward ran");
   m.def("_set_split_adaptive", [](bool on) { return g_split_adaptive.exchange(on); }, py::arg("on"),
         "whether loops the rule splits are timed and run split or on one thread, the faster "
         "(FASTLSTM_SPLIT=measured; default false: the static rule alone); returns the previous");

@@ -28,6 +28,8 @@ std::atomic<bool> g_last_fused{false};
 std::atomic<int> g_split{0};
 std::atomic<int> g_last_split{0};
 std::atomic<long> g_last_steals{0};
+std::atomic<long> g_backward_chunk{-1};
+std::atomic<int> g_last_chunks{0};
 std::mutex g_split_timing_mu;
 SplitTiming g_split_timings[kSplitTimings];
 std::atomic<bool> g_split_adaptive{false};

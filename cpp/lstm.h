@@ -186,6 +186,11 @@ extern std::atomic<int> g_last_split;
 // how many parts the last recurrent loop (forward or backward) split over threads ran for a
 // late owner (StepTeam)
 extern std::atomic<long> g_last_steals;
+// the backward's chunk of dZ in bytes (see kChunkBytes; -1: the kernels' rule, else chunks of
+// that many bytes at any thread count, at least a step each); last_chunks: how many the last
+// backward ran
+extern std::atomic<long> g_backward_chunk;
+extern std::atomic<int> g_last_chunks;
 // Split or serial by measurement (FASTLSTM_SPLIT=measured; choose_split in lstm_kernels.cpp):
 // per loop kind and size, the last timings per row-step with one thread and split.
 struct SplitTiming {

@@ -318,7 +318,7 @@ struct Gemm {
               FL_UNROLL for (int i0 = 0; i0 < MR; i0 += W) {
                 const int n = std::max(0, std::min(W, m - i0));
                 float* out = asum + mc0 + ir + i0;
-                if (n) store_n(out, kc0 ? add(sum[i0 / W], load_n(out, n)) : sum[i0 / W], n);
+                if (n) store_n(out, kc0 || accumulate ? add(sum[i0 / W], load_n(out, n)) : sum[i0 / W], n);
               }
             continue;
           }
@@ -355,7 +355,7 @@ struct Gemm {
       if (!accumulate)
         for (long i = 0; i < M; ++i)
           for (long c = 0; c < N; ++c) C[i * ldc + c] = bias ? bias[c] : 0.f;
-      if (asum) std::fill(asum, asum + M, 0.f);
+      if (asum && !accumulate) std::fill(asum, asum + M, 0.f);
       return;
     }
     if (ars != 1) asum = nullptr;
@@ -1161,6 +1161,20 @@ static inline void copy_floats(float* d, const float* s, long n) {
 // gemm_tn ran the backward 1.2-1.3x faster (1 thread).
 constexpr long kTnMaxC = 1L << 18;  // floats: a 1 MB result
 
+// The backward in chunks of steps, each chunk's products (dX, dW) right after its steps while its
+// dZ is still cached, instead of one pass over all of dZ after the loop: dZ (4H floats a row) is
+// the biggest array the backward writes, 26 MB at (100,64,64,256), and the products read it
+// back from DRAM. A chunk holds at least kChunkBytes of dZ and twice the dW result, which every
+// chunk re-reads and re-writes. Measured on Zen 5, 1 thread, training (forward + backward),
+// against one pass: (100,64,64,256) 1.03-1.04x, (50,64,128,128) 1.04-1.09x, (100,32,10,100)
+// 1.05-1.07x, (30,64,8,200) 1.04-1.07x, (50,64,256,256) 1.02-1.04x, (50,32,200,200) 1.02x; with
+// dW as the floor (twice the result instead of the floor alone: at (20,64,512,512), an 8 MB
+// result, 0.94-0.95x); chunks of 1 or 4 MB: within ±2% of 2. One thread only: on two threads
+// each chunk hands its dZ rows, written by both cores, to products that split them otherwise,
+// and training ran 0.83-0.93x of one pass at the same shapes. g_backward_chunk >= 0 overrides
+// the rule (tests, measurements).
+constexpr long kChunkBytes = 2L << 20;
+
 // [X | H_prev | 1] row by row for gemm_tn: row n (F = I + H + 1 floats at out + n·F) is x row
 // src[n] (src null: n), h_{t-1} of that row, and a 1 (its row of the product is db = Σ_n dz_n).
 static void pack_xh_rows(const float* x, long I, const long* src, const float* hp, long ldh, long H, long N,
@@ -1212,10 +1226,10 @@ static void pack_xh_panels(const float* x, long I, const long* src, const float*
 // of F), X from L2. Threads take ranges of whole vectors of G, so each reads its own part of Z.
 constexpr long KCT = 128;
 static void gemm_tn(long F, long G, long K, const float* X, long ldx, const float* Z, long ldz, float* C,
-                    long ldc, int threads) {
+                    long ldc, int threads, bool accumulate = false) {
   const long nvec = (G + W - 1) / W;
   if (K <= 0) {  // an empty sum (every length 0)
-    std::memset(C, 0, sizeof(float) * F * ldc);
+    if (!accumulate) std::memset(C, 0, sizeof(float) * F * ldc);
     return;
   }
   const int n = (int)std::min<long>(gemm_threads(threads, 2.0 * F * G * K), nvec);
@@ -1231,7 +1245,7 @@ static void gemm_tn(long F, long G, long K, const float* X, long ldx, const floa
             float* c = C + r0 * ldc + pv0 * W;
             V acc[M][NV];
             FL_UNROLL for (int i = 0; i < M; ++i) FL_UNROLL for (int v = 0; v < NV; ++v)
-              acc[i][v] = kc0 ? load(c + i * ldc + v * W) : zero();
+              acc[i][v] = kc0 || accumulate ? load(c + i * ldc + v * W) : zero();
             micro<M, NV>(kc, X + kc0 * ldx + r0, 1, ldx, Z + kc0 * ldz + pv0 * W, acc, ldz);
             FL_UNROLL for (int i = 0; i < M; ++i) FL_UNROLL for (int v = 0; v < NV; ++v)
               store(c + i * ldc + v * W, acc[i][v]);
@@ -1285,11 +1299,19 @@ static void lstm_backward(const BackwardArgs& a) {
   // dZ rows are padded by one cache line: with a power-of-two stride the 12 rows one register
   // tile reads per k all fall into the same L1 set (8 ways) and evict each other.
   const long ldz = (Gz + 15) / 16 * 16 + 16;
-  float* dZ = scratch(S_DZ, (size_t)N * ldz);
+  // Steps run in chunks (see kChunkBytes) of whole steps, at least one; dZ holds one chunk.
+  const long row_bytes = ldz * (long)sizeof(float);
+  const long forced = g_backward_chunk.load(std::memory_order_relaxed);
+  const long chunk_bytes = forced >= 0 ? forced : std::max<long>(kChunkBytes, 2 * Gz * (I + H + 1) * (long)sizeof(float));
+  const long chunk_rows = forced >= 0 || (a.threads == 1 && N * row_bytes > 2 * chunk_bytes)
+                              ? std::max<long>(1, chunk_bytes / row_bytes) : N;
+  const long zrows = std::max<long>(std::min(N, std::max<long>(chunk_rows, B)), 1);
+  float* dZ = scratch(S_DZ, (size_t)zrows * ldz);
+  long z0 = 0;  // compact row of dZ's first row: the chunk's first
   // gemm_tn reads dZ rows in whole vectors: the lanes past 4H are zeros (stale scratch might
   // hold denormals or NaNs, slow or poisonous in lanes that are otherwise thrown away)
   if (Gz % W)
-    for (long n = 0; n < N; ++n) std::memset(dZ + n * ldz + Gz, 0, sizeof(float) * (W - Gz % W));
+    for (long n = 0; n < zrows; ++n) std::memset(dZ + n * ldz + Gz, 0, sizeof(float) * (W - Gz % W));
   float* dh = scratch(S_DH, (size_t)B * ldd);
   float* dc = scratch(S_DC, (size_t)B * Hp);
   std::memset(dh, 0, sizeof(float) * B * ldd);
@@ -1309,7 +1331,7 @@ static void lstm_backward(const BackwardArgs& a) {
       const float* gr = ws.gates.get() + n * G;
       const float* cr = ws.c.get() + n * Hp;
       const float* cpr = s > 0 ? ws.c.get() + (ws.off[s - 1] + j) * Hp : ws.c0.get() + (long)j * Hp;
-      float* dzr = dZ + n * ldz;
+      float* dzr = dZ + (n - z0) * ldz;
       for (long p = u0 / W; p < u1 / W; ++p) {
         const long u = p * W;
         const int ny = (int)std::max<long>(0, std::min<long>(W, H - u));
@@ -1329,7 +1351,7 @@ static void lstm_backward(const BackwardArgs& a) {
   // step s, recurrent part: dh_{t-1}[j0:j1, u0:u1] = dz · W_hh[:, u0:u1]   (z_t = ... + h_{t-1}·W_hhᵀ)
   // K-blocked so a KCS × 2W slice of W_hh stays in L1 across all row tiles of the step
   auto dh_part = [&](int s, long j0, long j1, long u0, long u1) {
-    const float* dzs = dZ + ws.off[s] * ldz;
+    const float* dzs = dZ + (ws.off[s] - z0) * ldz;
     for (long kc0 = 0; kc0 < Gz; kc0 += KCS) {
       const long kc = std::min<long>(KCS, Gz - kc0);
       for (long jj = u0 / (2 * W); jj < (u1 + 2 * W - 1) / (2 * W); ++jj) {
@@ -1350,86 +1372,113 @@ static void lstm_backward(const BackwardArgs& a) {
       }
     }
   };
-  // Threads split the rows (no sync) or the units: sub-step 2k is the elementwise part of step
-  // Teff-1-k for this part's units, 2k+1 its columns of dh_{t-1} over all rows of the step (it
-  // needs every unit's dz). The next step's elementwise part reads only this part's columns of
-  // dh, but a StepTeam orders whole sub-steps: one more sync per step (~0.2-0.5 µs).
-  run_loop(plan, ws.len, N, Hp, 2 * Teff,
-           [&](long r0, long r1) {
-             for (int s = Teff - 1; s >= 0; --s) {
-               const long j1 = std::min<long>(r1, ws.Bs[s]);  // rows [r0, j1) of the step
-               if (j1 <= r0) continue;
-               cell_part(s, r0, j1, 0, Hp);
-               dh_part(s, r0, j1, 0, Hp);
-             }
-           },
-           [&](int k, long u0, long u1) {
-             const int s = Teff - 1 - k / 2;
-             if (k % 2 == 0) cell_part(s, 0, ws.Bs[s], u0, u1);
-             else dh_part(s, 0, ws.Bs[s], u0, u1);
-           });
-  for (int j = 0; j < B; ++j) {
-    std::memcpy(a.dh0 + (long)ws.perm[j] * H, dh + (long)j * ldd, sizeof(float) * H);
-    std::memcpy(a.dc0 + (long)ws.perm[j] * H, dc + (long)j * Hp, sizeof(float) * H);
-  }
-
-  // merged GEMMs over all real steps
+  // The products, run per chunk of steps (merged over the chunk's real steps): its rows of dX,
+  // and dW accumulated.
   bool identity = N == (long)T * B;
   for (long n = 0; identity && n < N; ++n) identity = ws.src[n] == n;
   const long* src = identity ? nullptr : ws.src.data();
   if (a.dx && N < (long)T * B) std::memset(a.dx, 0, sizeof(float) * (size_t)T * B * I);  // padding gets no gradient
-  // dX = dZ · W_ih   (K = 4H compact gate rows of W_ih), unless not wanted (a first layer)
+  float* WT = nullptr;    // dX = dZ·W_ih by dot products (small I): W_ihᵀ in compact gate order
+  float* Wih_b = nullptr; // else W_ih packed for Gemm4
   if (!a.dx) {
   } else if (I <= kDotMaxI) {
-    float* WT = scratch(S_WIHB, (size_t)I * Gz);
+    WT = scratch(S_WIHB, (size_t)I * Gz);
     for (long r = 0; r < Gz; ++r)
       for (long i = 0; i < I; ++i) WT[i * Gz + r] = a.W_ih[(long)rows[r] * I + i];
-    dx_dots(N, I, Gz, dZ, ldz, WT, a.dx, src, a.threads);
   } else {
-    float* Wih_b = scratch(S_WIHB, (size_t)Gz * ((I + 4 * W - 1) / (4 * W)) * 4 * W);
+    Wih_b = scratch(S_WIHB, (size_t)Gz * ((I + 4 * W - 1) / (4 * W)) * 4 * W);
     pack_rows(a.W_ih, I, Gz, I, I, rows.data(), 4 * W, Wih_b, a.threads);
-    if (identity) {
-      Gemm4::run(N, I, Gz, dZ, ldz, 1, Wih_b, a.dx, I, nullptr, false, a.threads);
-    } else {
-      float* dXc = scratch(S_DXC, (size_t)N * I);
-      Gemm4::run(N, I, Gz, dZ, ldz, 1, Wih_b, dXc, I, nullptr, false, a.threads);
-      for (long n = 0; n < N; ++n) std::memcpy(a.dx + src[n] * I, dXc + n * I, sizeof(float) * I);
-    }
   }
-  // [dW_ih | dW_hh | db] in one product (see kTnMaxC for the two orientations)
+  // [dW_ih | dW_hh | db] in one product, accumulated over the chunks (see kTnMaxC for the two
+  // orientations)
   const long F = I + H + 1;
-  if (Gz * F <= kTnMaxC) {
-    float* XH = scratch(S_XB, (size_t)std::max<long>(N, 1) * F);
-    pack_xh_rows(a.x, I, src, ws.hprev.get(), ws.ldh, H, N, XH, a.threads);
-    const long ldc = (Gz + W - 1) / W * W;
-    float* dWt = scratch(S_DWI, (size_t)F * ldc);  // (F, ldc): rows dW_ihᵀ | dW_hhᵀ | db
-    gemm_tn(F, Gz, N, XH, F, dZ, ldz, dWt, ldc, a.threads);
+  const bool tn = Gz * F <= kTnMaxC;
+  const bool ones = (I + H) % W != 0;  // Gemm4: the ones column rides in a free lane (else asum)
+  const long ldw = (I + H + (ones ? 1 : 0) + 4 * W - 1) / (4 * W) * (4 * W);
+  const long ldc = (Gz + W - 1) / W * W;
+  float* XH = scratch(S_XB, (size_t)zrows * (tn ? F : ldw));
+  float* dWt = scratch(S_DWI, tn ? (size_t)F * ldc : (size_t)Gz * ldw);  // tn: (F, ldc), else (4H, ldw)
+  int chunks = 0;
+  std::vector<float> dbp(Gz, 0.f);
+  auto products = [&](long n0, long n1, bool accumulate) {
+    const long Nc = n1 - n0;
+    const long* sc = src ? src + n0 : nullptr;     // x / dx row of chunk row n: sc[n] (null: n0 + n)
+    const float* xc = src ? a.x : a.x + n0 * I;
+    // dX = dZ · W_ih   (K = 4H compact gate rows of W_ih), unless not wanted (a first layer)
+    if (WT) {
+      dx_dots(Nc, I, Gz, dZ, ldz, WT, src ? a.dx : a.dx + n0 * I, sc, a.threads);
+    } else if (Wih_b) {
+      if (identity) {
+        Gemm4::run(Nc, I, Gz, dZ, ldz, 1, Wih_b, a.dx + n0 * I, I, nullptr, false, a.threads);
+      } else {
+        float* dXc = scratch(S_DXC, (size_t)Nc * I);
+        Gemm4::run(Nc, I, Gz, dZ, ldz, 1, Wih_b, dXc, I, nullptr, false, a.threads);
+        for (long n = 0; n < Nc; ++n) std::memcpy(a.dx + sc[n] * I, dXc + n * I, sizeof(float) * I);
+      }
+    }
+    const float* hp = ws.hprev.get() + n0 * ws.ldh;
+    if (tn) {
+      pack_xh_rows(xc, I, sc, hp, ws.ldh, H, Nc, XH, a.threads);
+      gemm_tn(F, Gz, Nc, XH, F, dZ, ldz, dWt, ldc, a.threads, accumulate);
+    } else {
+      // [dW_ih | dW_hh | db] = dZᵀ · [X | H_prev | 1] in one GEMM (A = dZᵀ: ars = 1, acs = ldz),
+      // so dZᵀ is packed once; I + H columns padded once (padded separately, I = 1 cost a whole
+      // zero panel). The ones column rides in the last vector's padding when it has a free lane
+      // (db then costs nothing); else db is the row sums of dZᵀ, gathered while the GEMM packs it
+      // (a separate pass over dZ cost 1.8% of the backward at (100,64,64,256); a whole vector
+      // more of the GEMM is dearer).
+      pack_xh_panels(xc, I, sc, hp, ws.ldh, H, ones, Nc, XH, a.threads);
+      Gemm4::run(Gz, I + H + (ones ? 1 : 0), Nc, dZ, 1, ldz, XH, dWt, ldw, nullptr, accumulate, a.threads,
+                 ones ? nullptr : dbp.data());
+    }
+  };
+
+  // Threads split the rows (no sync) or the units: sub-step 2k is the elementwise part of step
+  // sb-1-k of the chunk [sa, sb) for this part's units, 2k+1 its columns of dh_{t-1} over all
+  // rows of the step (it needs every unit's dz). The next step's elementwise part reads only this
+  // part's columns of dh, but a StepTeam orders whole sub-steps: one more sync per step.
+  // Chunks [sa, sb) from the last step back to the first (one empty chunk when no step is real).
+  int sb = Teff;
+  do {
+    int sa = std::max(sb - 1, 0);
+    while (sa > 0 && ws.off[sb] - ws.off[sa - 1] <= chunk_rows) --sa;
+    z0 = ws.off[sa];
+    if (sb > sa)
+      run_loop(plan, ws.len, ws.off[sb] - z0, Hp, 2 * (sb - sa),
+               [&](long r0, long r1) {
+                 for (int s = sb - 1; s >= sa; --s) {
+                   const long j1 = std::min<long>(r1, ws.Bs[s]);  // rows [r0, j1) of the step
+                   if (j1 <= r0) continue;
+                   cell_part(s, r0, j1, 0, Hp);
+                   dh_part(s, r0, j1, 0, Hp);
+                 }
+               },
+               [&](int k, long u0, long u1) {
+                 const int s = sb - 1 - k / 2;
+                 if (k % 2 == 0) cell_part(s, 0, ws.Bs[s], u0, u1);
+                 else dh_part(s, 0, ws.Bs[s], u0, u1);
+               });
+    products(z0, ws.off[sb], sb != Teff);
+    ++chunks;
+    sb = sa;
+  } while (sb > 0);
+  g_last_chunks.store(chunks, std::memory_order_relaxed);
+  for (int j = 0; j < B; ++j) {
+    std::memcpy(a.dh0 + (long)ws.perm[j] * H, dh + (long)j * ldd, sizeof(float) * H);
+    std::memcpy(a.dc0 + (long)ws.perm[j] * H, dc + (long)j * Hp, sizeof(float) * H);
+  }
+  if (tn) {
     scatter_transposed(dWt, ldc, I, Gz, rows.data(), a.dW_ih, I);
     scatter_transposed(dWt + I * ldc, ldc, H, Gz, rows.data(), a.dW_hh, H);
     scatter_transposed(dWt + (I + H) * ldc, ldc, 1, Gz, rows.data(), a.db, 1);
     return;
   }
-  // [dW_ih | dW_hh | db] = dZᵀ · [X | H_prev | 1] in one GEMM (A = dZᵀ: ars = 1, acs = ldz), so
-  // dZᵀ is packed once; I + H columns padded once (padded separately, I = 1 cost a whole zero
-  // panel). The ones column rides in the last vector's padding when it has a free lane (db then
-  // costs nothing); else db is the row sums of dZᵀ, gathered while the GEMM packs it (a separate
-  // pass over dZ cost 1.8% of the backward at (100,64,64,256); a whole vector more of the GEMM is dearer).
-  {
-    const bool ones = (I + H) % W != 0;
-    const long ldw = (I + H + (ones ? 1 : 0) + 4 * W - 1) / (4 * W) * (4 * W);
-    float* XHb = scratch(S_XB, (size_t)std::max<long>(N, 1) * ldw);
-    pack_xh_panels(a.x, I, src, ws.hprev.get(), ws.ldh, H, ones, N, XHb, a.threads);
-    float* dWc = scratch(S_DWI, (size_t)Gz * ldw);  // (4H, ldw): dW_ih | dW_hh | db, compact rows
-    std::vector<float> dbp(Gz, 0.f);
-    Gemm4::run(Gz, I + H + (ones ? 1 : 0), N, dZ, 1, ldz, XHb, dWc, ldw, nullptr, false, a.threads,
-               ones ? nullptr : dbp.data());
-    if (ones)
-      for (long r = 0; r < Gz; ++r) dbp[r] = dWc[r * ldw + I + H];
-    for (long r = 0; r < Gz; ++r) {
-      std::memcpy(a.dW_ih + (long)rows[r] * I, dWc + r * ldw, sizeof(float) * I);
-      std::memcpy(a.dW_hh + (long)rows[r] * H, dWc + r * ldw + I, sizeof(float) * H);
-      a.db[rows[r]] = dbp[r];
-    }
+  if (ones)
+    for (long r = 0; r < Gz; ++r) dbp[r] = dWt[r * ldw + I + H];
+  for (long r = 0; r < Gz; ++r) {
+    std::memcpy(a.dW_ih + (long)rows[r] * I, dWt + r * ldw, sizeof(float) * I);
+    std::memcpy(a.dW_hh + (long)rows[r] * H, dWt + r * ldw + I, sizeof(float) * H);
+    a.db[rows[r]] = dbp[r];
   }
 }
 

@@ -580,3 +580,87 @@ def test_dx_dot_products_and_gemm_meet_at_the_boundary(isa, I, native, core, rng
     dxr = ref.lstm_backward(dy.astype(np.float64), z, z, ws, a64[0], a64[1], a64[2], a64[4], a64[5], lengths, False)[0]
     assert np.abs(dx - dxr).max() <= 1e-4 * np.abs(dxr).max()
     assert np.all(dx[np.arange(T)[:, None] >= lengths[None, :]] == 0)   # padding gets no gradient
+
+
+@pytest.mark.parametrize("isa", NATIVE_ISAS)
+@pytest.mark.parametrize("chunk", ["step", "some steps"])
+@pytest.mark.parametrize("T,B,I,H,lens,rev,bf,need_dx", [
+    (7, 9, 3, 21, True, False, False, True),     # dX by dot products, dW by gemm_tn; ragged, a length 0
+    (6, 5, 17, 45, True, True, True, True),      # dX by a GEMM, rows scattered; reversed, batch-first
+    (5, 6, 16, 128, False, False, True, True),   # dW by Gemm4 with db as row sums ((I + H) % W == 0)
+    (4, 7, 20, 130, True, True, False, False),   # dW by Gemm4, the ones column; no dX
+    (3, 4, 2, 5, "zeros", False, False, True)])  # every length 0: one empty chunk
+@pytest.mark.parametrize("threads", [1, 3])
+def test_backward_in_chunks_matches_reference(isa, chunk, T, B, I, H, lens, rev, bf, need_dx, threads, native, core,
+                                              rng):
+    """The backward runs its steps in chunks, each chunk's products (dX rows, dW accumulated)
+    right after it. Forced to a step per chunk and to a few steps per chunk, on every ISA and
+    thread count, against the float64 reference and against one chunk."""
+    if isa not in core.supported_isas():
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    x, W_ih, W_hh, b, h0, c0 = random_problem(rng, T, B, I, H, dtype=np.float32, scale=0.6)
+    lengths = np.zeros(B, np.int64) if lens == "zeros" else random_lengths(rng, T, B) if lens else None
+    dy, dhT, dcT = (rng.standard_normal(s).astype(np.float32) for s in ((T, B, H), (B, H), (B, H)))
+    a64 = [a.astype(np.float64) for a in (x, W_ih, W_hh, b, h0, c0)]
+    *_, ws = ref.lstm_forward(*a64, lengths, rev, True)
+    want = ref.lstm_backward(dy.astype(np.float64), dhT.astype(np.float64), dcT.astype(np.float64), ws, a64[0],
+                             a64[1], a64[2], a64[4], a64[5], lengths, rev)
+    tm = (lambda a: np.ascontiguousarray(a.transpose(1, 0, 2))) if bf else (lambda a: a)
+    row_bytes = 4 * ((4 * H + 15) // 16 * 16 + 16)             # a dZ row (ldz floats)
+    chunk_rows = 1 if chunk == "step" else B + 2               # a full step per chunk, or more shorter ones
+    old_chunk, old_threads = core._set_backward_chunk(chunk_rows * row_bytes), fastlstm.get_num_threads()
+    got = {}
+    try:
+        fastlstm.set_num_threads(threads)
+        for forced in (True, False):
+            if not forced:
+                core._set_backward_chunk(-1)                   # the rule: one chunk at this size
+            with native.use_isa(isa):
+                *_, tape = native.lstm_forward(tm(x), W_ih, W_hh, b, h0, c0, lengths, rev, True, bf)
+                got[forced] = native.lstm_backward(tm(dy), dhT, dcT, tape, tm(x), W_ih, W_hh, h0, c0, lengths,
+                                                   rev, need_dx, bf)
+                assert native.last_isa() == isa
+            assert core._last_chunks() == (_chunks(lengths, T, B, chunk_rows) if forced else 1)
+    finally:
+        core._set_backward_chunk(old_chunk)
+        fastlstm.set_num_threads(old_threads)
+    for g1, g0, w in zip(got[True], got[False], want):
+        if w is want[0] and not need_dx:
+            assert g1 is None and g0 is None
+            continue
+        g1, g0 = (tm(g) if w is want[0] else g for g in (g1, g0))
+        scale = max(np.abs(w).max(), 1e-30)
+        assert np.abs(g1 - w).max() <= 1e-4 * scale and np.abs(g1 - g0).max() <= 1e-5 * scale
+
+
+def _chunks(lengths, T, B, chunk_rows):
+    """How many chunks the backward's rule makes: whole steps from the last, at most chunk_rows
+    rows each unless a single step; one (empty) when no step is real."""
+    rows = [B] * T if lengths is None else [int((lengths > t).sum()) for t in range(T)]
+    rows = [r for r in rows if r > 0]
+    count, sb = 0, len(rows)
+    while True:
+        sa = max(sb - 1, 0)
+        while sa > 0 and sum(rows[sa - 1:sb]) <= chunk_rows:
+            sa -= 1
+        count, sb = count + 1, sa
+        if sb == 0:
+            return count
+
+
+@pytest.mark.parametrize("threads,chunked", [(1, True), (2, False)])
+def test_backward_chunks_by_rule_on_one_thread(threads, chunked, native, core, rng):
+    """The kernels' rule: chunks when dZ passes twice a chunk (2 MB here), on one thread only."""
+    T, B, I, H = 64, 64, 8, 64                                 # dZ 4.5 MB
+    old_chunk, old_threads = core._set_backward_chunk(-1), fastlstm.get_num_threads()
+    try:
+        fastlstm.set_num_threads(threads)
+        for T_run, expect in ((T, chunked), (8, False)):
+            args = random_problem(rng, T_run, B, I, H, dtype=np.float32)
+            *_, tape = native.lstm_forward(*args, None, False, True, False)
+            native.lstm_backward(np.ones((T_run, B, H), np.float32), args[4], args[5], tape, args[0], args[1],
+                                 args[2], args[4], args[5], None, False, True, False)
+            assert (core._last_chunks() > 1) is expect
+    finally:
+        core._set_backward_chunk(old_chunk)
+        fastlstm.set_num_threads(old_threads)
