@@ -8,9 +8,10 @@
 //             recurrent tile: z = Zx + h_{t-1}·W_hhᵀ accumulated in registers, activations and
 //             the cell update in the tile's epilogue (no z round-trip through memory). With
 //             many rows per step the tile computes b + x_t·W_ihᵀ itself (see fuse_input).
-//   backward: per step only the elementwise dz (cell_backward) and dh_{t-1} = dz·W_hh; after the
-//             loop two merged products over all real steps: dX = dZ·W_ih (dot products for
-//             small I) and [dW_ih | dW_hh] = dZᵀ·[X | H_prev].
+//   backward: per step only the elementwise dz (cell_backward) and dh_{t-1} = dz·W_hh; after
+//             each chunk of steps (all of them, or a few MB of dZ: kChunkBytes) two merged
+//             products over its real steps: dX = dZ·W_ih (dot products for small I) and
+//             [dW_ih | dW_hh] += dZᵀ·[X | H_prev].
 //
 // T = time steps, B = batch, I = input, H = hidden; W = floats per vector = hidden units per
 // panel, Hp = H rounded up to W (padded units have zero weights and stay exactly 0).
@@ -861,9 +862,10 @@ static void pack_weights(const float* W_ih, const float* W_hh, const float* b, i
 // StepTeam step, no sync between steps); units(k, u0, u1) runs sub-step k = 0..substeps-1 for
 // the hidden units [u0, u1) (every part of sub-step k before any of k+1). A late thread's part
 // is run by the others; the team starts at once (dynamic join), workers join as they wake.
+// N: the compact rows of all steps (a rows split balances them); timed: of the steps run (-1: N)
 template <class Rows, class Units>
 static void run_loop(const LoopPlan& plan, const std::vector<int>& len, long N, long Hp, int substeps, Rows&& rows,
-                     Units&& units) {
+                     Units&& units, long timed = -1) {
   StepTeam team(plan.threads);
   auto t0 = std::chrono::steady_clock::now();
   // a measured split that is not the current choice (its first run, or exploration) waits for
@@ -892,7 +894,7 @@ static void run_loop(const LoopPlan& plan, const std::vector<int>& len, long N, 
   g_last_steals.store(team.steals(), std::memory_order_relaxed);
   if (plan.slot >= 0)
     note_split_timing(plan, std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() /
-                                std::max<long>(N, 1));
+                                std::max<long>(timed >= 0 ? timed : N, 1));
 }
 
 // The forward loop's buffers (internal row order, see Order).
@@ -1165,15 +1167,16 @@ constexpr long kTnMaxC = 1L << 18;  // floats: a 1 MB result
 // dZ is still cached, instead of one pass over all of dZ after the loop: dZ (4H floats a row) is
 // the biggest array the backward writes, 26 MB at (100,64,64,256), and the products read it
 // back from DRAM. A chunk holds at least kChunkBytes of dZ and twice the dW result, which every
-// chunk re-reads and re-writes. Measured on Zen 5, 1 thread, training (forward + backward),
-// against one pass: (100,64,64,256) 1.03-1.04x, (50,64,128,128) 1.04-1.09x, (100,32,10,100)
-// 1.05-1.07x, (30,64,8,200) 1.04-1.07x, (50,64,256,256) 1.02-1.04x, (50,32,200,200) 1.02x; with
-// dW as the floor (twice the result instead of the floor alone: at (20,64,512,512), an 8 MB
-// result, 0.94-0.95x); chunks of 1 or 4 MB: within ±2% of 2. One thread only: on two threads
-// each chunk hands its dZ rows, written by both cores, to products that split them otherwise,
-// and training ran 0.83-0.93x of one pass at the same shapes. g_backward_chunk >= 0 overrides
-// the rule (tests, measurements).
+// chunk re-reads and re-writes; a result past kChunkMaxResult costs more than the chunks save:
+// (50,64,1,512), 4.2 MB, 1.00x on one thread and 0.91-0.95x on two; (20,64,512,512), 8.4 MB,
+// 0.94-0.95x on one. Measured on Zen 5, training (forward + backward) against one pass, builds
+// in alternating processes, 5 rounds: 1 thread (100,64,64,256) 1.03-1.05x, (150,32,1,64)
+// 1.04-1.12x, (100,32,10,100) 1.03-1.07x, (50,64,128,128) 1.01-1.09x, (50,64,256,256)
+// 1.01-1.04x, others within ±2%; 2 threads (vCPUs close) (100,64,64,256) 1.03x, (150,32,1,64)
+// 1.06x, others 1.00-1.02x. Chunks of 1 or 4 MB ran within ±2% of 2 MB. g_backward_chunk >= 0
+// overrides the rule (tests, measurements).
 constexpr long kChunkBytes = 2L << 20;
+constexpr long kChunkMaxResult = 3L << 20;
 
 // [X | H_prev | 1] row by row for gemm_tn: row n (F = I + H + 1 floats at out + n·F) is x row
 // src[n] (src null: n), h_{t-1} of that row, and a 1 (its row of the product is db = Σ_n dz_n).
@@ -1302,8 +1305,9 @@ static void lstm_backward(const BackwardArgs& a) {
   // Steps run in chunks (see kChunkBytes) of whole steps, at least one; dZ holds one chunk.
   const long row_bytes = ldz * (long)sizeof(float);
   const long forced = g_backward_chunk.load(std::memory_order_relaxed);
-  const long chunk_bytes = forced >= 0 ? forced : std::max<long>(kChunkBytes, 2 * Gz * (I + H + 1) * (long)sizeof(float));
-  const long chunk_rows = forced >= 0 || (a.threads == 1 && N * row_bytes > 2 * chunk_bytes)
+  const long result_bytes = Gz * (I + H + 1) * (long)sizeof(float);  // dW, re-read by every chunk
+  const long chunk_bytes = forced >= 0 ? forced : std::max(kChunkBytes, 2 * result_bytes);
+  const long chunk_rows = forced >= 0 || (result_bytes <= kChunkMaxResult && N * row_bytes > 2 * chunk_bytes)
                               ? std::max<long>(1, chunk_bytes / row_bytes) : N;
   const long zrows = std::max<long>(std::min(N, std::max<long>(chunk_rows, B)), 1);
   float* dZ = scratch(S_DZ, (size_t)zrows * ldz);
@@ -1444,7 +1448,7 @@ static void lstm_backward(const BackwardArgs& a) {
     while (sa > 0 && ws.off[sb] - ws.off[sa - 1] <= chunk_rows) --sa;
     z0 = ws.off[sa];
     if (sb > sa)
-      run_loop(plan, ws.len, ws.off[sb] - z0, Hp, 2 * (sb - sa),
+      run_loop(plan, ws.len, N, Hp, 2 * (sb - sa),
                [&](long r0, long r1) {
                  for (int s = sb - 1; s >= sa; --s) {
                    const long j1 = std::min<long>(r1, ws.Bs[s]);  // rows [r0, j1) of the step
@@ -1457,7 +1461,7 @@ static void lstm_backward(const BackwardArgs& a) {
                  const int s = sb - 1 - k / 2;
                  if (k % 2 == 0) cell_part(s, 0, ws.Bs[s], u0, u1);
                  else dh_part(s, 0, ws.Bs[s], u0, u1);
-               });
+               }, ws.off[sb] - z0);
     products(z0, ws.off[sb], sb != Teff);
     ++chunks;
     sb = sa;

@@ -648,19 +648,20 @@ def _chunks(lengths, T, B, chunk_rows):
             return count
 
 
-@pytest.mark.parametrize("threads,chunked", [(1, True), (2, False)])
-def test_backward_chunks_by_rule_on_one_thread(threads, chunked, native, core, rng):
-    """The kernels' rule: chunks when dZ passes twice a chunk (2 MB here), on one thread only."""
-    T, B, I, H = 64, 64, 8, 64                                 # dZ 4.5 MB
+@pytest.mark.parametrize("threads", [1, 2])
+def test_backward_chunks_by_rule(threads, native, core, rng):
+    """The kernels' rule: chunks when dZ passes twice a chunk (2 MB, or twice the dW result),
+    unless the dW result passes 3 MB."""
     old_chunk, old_threads = core._set_backward_chunk(-1), fastlstm.get_num_threads()
     try:
         fastlstm.set_num_threads(threads)
-        for T_run, expect in ((T, chunked), (8, False)):
-            args = random_problem(rng, T_run, B, I, H, dtype=np.float32)
+        # dZ 4.5 MB, result 75 KB: chunks; 8 steps, dZ 0.6 MB: one; H = 512: result 4.2 MB, dZ 17 MB: one
+        for T, B, I, H, expect in ((64, 64, 8, 64, True), (8, 64, 8, 64, False), (32, 64, 1, 512, False)):
+            args = random_problem(rng, T, B, I, H, dtype=np.float32)
             *_, tape = native.lstm_forward(*args, None, False, True, False)
-            native.lstm_backward(np.ones((T_run, B, H), np.float32), args[4], args[5], tape, args[0], args[1],
+            native.lstm_backward(np.ones((T, B, H), np.float32), args[4], args[5], tape, args[0], args[1],
                                  args[2], args[4], args[5], None, False, True, False)
-            assert (core._last_chunks() > 1) is expect
+            assert (core._last_chunks() > 1) is expect, (T, B, I, H)
     finally:
         core._set_backward_chunk(old_chunk)
         fastlstm.set_num_threads(old_threads)
