@@ -202,7 +202,7 @@ py::tuple forward(const py::array& x, const py::array& W_ih, const py::array& W_
 py::tuple backward(const py::array& dy, const py::array& dhT, const py::array& dcT, const py::object& workspace,
                    const py::array& x, const py::array& W_ih, const py::array& W_hh, const py::object& /*h0*/,
                    const py::object& /*c0*/, const py::object& /*lengths*/, const py::object& reverse,
-                   const py::object& need_dx, const py::object& batch_first) {
+                   const py::object& need_dx, const py::object& batch_first, const py::object& need_dh0) {
   if (!py::isinstance<PyWorkspace>(workspace))
     throw py::type_error("workspace must be the Workspace of lstm_forward(..., training=True)");
   std::shared_ptr<PyWorkspace> ws;
@@ -225,11 +225,13 @@ py::tuple backward(const py::array& dy, const py::array& dhT, const py::array& d
   a.W_ih = checked(W_ih, "W_ih", {4 * H, I}, fwd);
   a.W_hh = checked(W_hh, "W_hh", {4 * H, H}, fwd);
   a.ws = ws.get();
-  const bool want_dx = flag(need_dx, "need_dx");
-  farray dx(want_dx ? rows_of(bf, T, B, I) : std::vector<py::ssize_t>{0});
-  farray dW_ih({4 * H, I}), dW_hh({4 * H, H}), db({4 * H}), dh0({B, H}), dc0({B, H});
+  const bool want_dx = flag(need_dx, "need_dx"), want_dh0 = flag(need_dh0, "need_dh0");
+  const std::vector<py::ssize_t> none{0};
+  farray dx(want_dx ? rows_of(bf, T, B, I) : none), dh0(want_dh0 ? std::vector<py::ssize_t>{B, H} : none);
+  farray dW_ih({4 * H, I}), dW_hh({4 * H, H}), db({4 * H}), dc0({B, H});
   a.dx = want_dx ? mut(dx) : nullptr;  // null: the kernels skip dX = dZ·W_ih
-  a.dW_ih = mut(dW_ih); a.dW_hh = mut(dW_hh); a.db = mut(db); a.dh0 = mut(dh0); a.dc0 = mut(dc0);
+  a.dW_ih = mut(dW_ih); a.dW_hh = mut(dW_hh); a.db = mut(db); a.dc0 = mut(dc0);
+  a.dh0 = want_dh0 ? mut(dh0) : nullptr;  // null: the first step skips dh_{-1} = dz·W_hh
   a.threads = g_threads.load();
   const KernelTable* t = find_table(ws->isa);  // the layout depends on the ISA that ran forward
   {
@@ -237,8 +239,8 @@ py::tuple backward(const py::array& dy, const py::array& dhT, const py::array& d
     t->lstm_backward(a);
   }
   g_last_isa = t->name;
-  if (!want_dx) return py::make_tuple(py::none(), dW_ih, dW_hh, db, dh0, dc0);
-  return py::make_tuple(dx, dW_ih, dW_hh, db, dh0, dc0);
+  return py::make_tuple(want_dx ? py::object(dx) : py::none(), dW_ih, dW_hh, db,
+                        want_dh0 ? py::object(dh0) : py::none(), dc0);
 }
 
 // Byte ranges of two arrays intersect (a conservative test, like numpy.may_share_memory).
@@ -370,9 +372,9 @@ PYBIND11_MODULE(_core, m) {
         "one layer, one direction: -> (y, hT, cT, workspace or None); batch_first: x and y (B, T, ·)");
   m.def("lstm_backward", &backward, py::arg("dy"), py::arg("dhT"), py::arg("dcT"), py::arg("workspace"), py::arg("x"),
         py::arg("W_ih"), py::arg("W_hh"), py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("reverse"),
-        py::arg("need_dx") = true, py::arg("batch_first") = false,
-        "-> (dx, dW_ih, dW_hh, db, dh0, dc0); dx None with need_dx=False (not computed); batch_first as in "
-        "forward: dy, x and dx (B, T, ·)");
+        py::arg("need_dx") = true, py::arg("batch_first") = false, py::arg("need_dh0") = true,
+        "-> (dx, dW_ih, dW_hh, db, dh0, dc0); dx None with need_dx=False, dh0 None with need_dh0=False (not "
+        "computed); batch_first as in forward: dy, x and dx (B, T, ·)");
 
   py::class_<PyWorkspace, std::shared_ptr<PyWorkspace>>(m, "Workspace", "what forward keeps for backward")
       .def_property_readonly("nbytes", [](const PyWorkspace& w) { return live(w).nbytes(); })
@@ -441,6 +443,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("_set_steal_test_delay", [](int us) { return StepTeam::test_delay_us.exchange(us); }, py::arg("us"),
         "tests: the last thread of a units split sleeps us µs before step 1 (0: off); returns the previous");
   m.def("_last_fused", [] { return g_last_fused.load(); }, "whether the last forward fused the input projection");
+  m.def("_last_h0_zero", [] { return g_last_h0_zero.load(); },
+        "whether the last forward found h0 all zeros and skipped step 0's h0·W_hhᵀ");
   m.def("_set_backward_chunk", [](long bytes) { return g_backward_chunk.exchange(bytes); }, py::arg("bytes"),
         "backward policy: run the steps in chunks of about bytes of dZ, each chunk's products after "
         "it, at any thread count (-1: the kernels' rule, the default); returns the previous setting");

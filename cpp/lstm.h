@@ -129,6 +129,7 @@ struct Packed {
   int I = 0, H = 0, Hp = 0;
   const char* isa = "";
   const float *Wih = nullptr, *Whh = nullptr, *bias = nullptr;  // (I, 4Hp) (Hp, 4Hp) (4Hp)
+  bool Whh_finite = true;  // no Inf/NaN in W_hh: a zero h0 may skip h0·W_hhᵀ (0·Inf is NaN)
   std::vector<float> storage;
 };
 
@@ -181,6 +182,8 @@ struct KernelTable {
 // backward loop ran on more than one thread, else 0.
 extern std::atomic<long> g_fuse_rows;
 extern std::atomic<bool> g_last_fused;
+// whether the last forward found h0 all zeros and skipped step 0's h_{t-1}·W_hhᵀ (tests)
+extern std::atomic<bool> g_last_h0_zero;
 extern std::atomic<int> g_split;
 extern std::atomic<int> g_last_split;
 // how many parts the last recurrent loop (forward or backward) split over threads ran for a

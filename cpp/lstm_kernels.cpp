@@ -699,6 +699,7 @@ static void gather_rows(const float* in, long cols, const std::vector<long>& src
 // Forward. One fused tile: rows r0..r0+MR-1 of step s, hidden units of panel p.
 struct FwdStep {
   long Hp, ldh, H, I;  // ldh: row stride of the h buffers
+  long Kh;             // H, or 0 where h_{t-1} is all zeros (a zero initial state at step 0)
   const float* Whp;    // packed W_hhᵀ, panel p at Whp + p·Hp·4W
   const float* x;      // fused input projection: (rows, I) x_t of this step, else null (zx holds it)
   const float* Wip;    // packed W_ihᵀ, panel p at Wip + p·I·4W (fused only)
@@ -774,7 +775,7 @@ static inline void fwd_tile_tail(const FwdStep& s, long p, long r0, int ny) {
   } else {
     FL_UNROLL for (int i = 0; i < MR; ++i) acc[i][0] = load(s.zx + (r0 + i) * G + p * 4 * W);
   }
-  micro<MR, 1>(s.H, s.hprev + r0 * s.ldh, s.ldh, 1, s.Whp + p * s.Hp * 4 * W, acc, 4 * W);
+  micro<MR, 1>(s.Kh, s.hprev + r0 * s.ldh, s.ldh, 1, s.Whp + p * s.Hp * 4 * W, acc, 4 * W);
   const long u0 = p * W;
   FL_UNROLL for (int i = 0; i < MR; ++i) {
     const long row = r0 + i;
@@ -809,7 +810,7 @@ static inline void fwd_tile(const FwdStep& s, long p, long r0) {
       acc[i][q] = load(s.zx + (r0 + i) * G + p * 4 * W + q * W);
   }
   // K = H, not Hp: the packed rows k >= H are zero (at H = 50 on AVX-512, 22% of the FLOPs)
-  micro<MR, 4>(s.H, s.hprev + r0 * s.ldh, s.ldh, 1, s.Whp + p * s.Hp * 4 * W, acc);
+  micro<MR, 4>(s.Kh, s.hprev + r0 * s.ldh, s.ldh, 1, s.Whp + p * s.Hp * 4 * W, acc);
   const long u0 = p * W;
   const int ny = (int)std::max<long>(0, std::min<long>(W, s.H - u0));
   FL_UNROLL for (int i = 0; i < MR; ++i) {
@@ -831,6 +832,18 @@ static inline void fwd_tile(const FwdStep& s, long p, long r0) {
     float* yp = s.y + s.src[row] * s.H + u0;
     if (ny == W) store(yp, h); else if (ny > 0) store_n(yp, h, ny);
   }
+}
+
+// No Inf or NaN among a[0..n): an exponent of all ones is either (an OR-reduction the compiler
+// vectorizes; ~5 µs for W_hh at H = 128).
+static bool all_finite(const float* a, size_t n) {
+  uint32_t bad = 0;
+  for (size_t k = 0; k < n; ++k) {
+    uint32_t u;
+    std::memcpy(&u, a + k, sizeof u);
+    bad |= (~u & 0x7f800000u) == 0;
+  }
+  return !bad;
 }
 
 // Pack W_ihᵀ and W_hhᵀ into gate-interleaved 4W-wide panels (and b likewise), once per weight version.
@@ -855,6 +868,7 @@ static void pack_weights(const float* W_ih, const float* W_hh, const float* b, i
   pack_cols(W_hh, H, Hp, H, G, rows.data(), 4 * W, Whh, threads);
   for (long r = 0; r < G; ++r) bias[r] = rows[r] >= 0 ? b[rows[r]] : 0.f;
   P.Wih = Wih; P.Whh = Whh; P.bias = bias;
+  P.Whh_finite = all_finite(W_hh, (size_t)4 * H * H);
 }
 
 // Runs a recurrent loop as `plan` says, over a StepTeam (thread_pool.h): rows(r0, r1) runs
@@ -908,6 +922,7 @@ struct FwdLoop {
   float* hbuf;     // training: (N + B, ldh) every h_{t-1}; else (2B, ldh), two alternating blocks
   float* Cn;       // training: (N, Hp) c_t of every real step; else null
   float* y;        // (T·B, H)
+  bool h0_zero;    // h_{-1} = 0: step 0 skips h_{t-1}·W_hhᵀ
 };
 
 // Step s for rows [r0, r1) and hidden units [u0, u1): one fused tile per panel and rows tile.
@@ -917,6 +932,7 @@ static void fwd_step(const FwdLoop& L, int s, long r0, long r1, long u0, long u1
   const int Teff = (int)o.Bs.size();
   FwdStep st;
   st.Hp = L.Hp; st.ldh = L.ldh; st.H = L.H; st.I = L.I; st.Whp = L.P->Whh;
+  st.Kh = s == 0 && L.h0_zero ? 0 : L.H;
   st.x = L.X ? L.X + o.off[s] * L.I : nullptr;
   st.Wip = L.P->Wih; st.bias = L.P->bias;
   if (L.Cn) {  // training
@@ -946,14 +962,18 @@ static void fwd_step(const FwdLoop& L, int s, long r0, long r1, long u0, long u1
 }
 
 // c and h_{-1} (the first B rows of hbuf) from c0, h0 in internal row order, padded to Hp.
-static void load_state(const ForwardArgs& a, const Order& o, long Hp, long ldh, float* c, float* hbuf) {
+// Returns whether h0 is all zeros (±0).
+static bool load_state(const ForwardArgs& a, const Order& o, long Hp, long ldh, float* c, float* hbuf) {
   const long B = a.B, H = a.H;
+  bool zero = true;
+  for (long k = 0; zero && k < B * H; ++k) zero = a.h0[k] == 0.f;
   std::memset(c, 0, sizeof(float) * B * Hp);
   std::memset(hbuf, 0, sizeof(float) * B * ldh);  // later rows are written before they are read
   for (long j = 0; j < B; ++j) {
     std::memcpy(c + j * Hp, a.c0 + (long)o.perm[j] * H, sizeof(float) * H);
     std::memcpy(hbuf + j * ldh, a.h0 + (long)o.perm[j] * H, sizeof(float) * H);
   }
+  return zero;
 }
 
 // hT, cT: c is already per row; h_T is the output of each row's last real step (h0 if none).
@@ -1002,7 +1022,10 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
   const size_t hrows = training ? (size_t)N + B : 2 * (size_t)B;  // training keeps every h_{t-1}
   float* hbuf = training ? (hbuf_own = alloc(hrows * ldh)).get() : scratch(S_H, hrows * ldh);
   float* c = scratch(S_C, (size_t)B * Hp);
-  load_state(a, o, Hp, ldh, c, hbuf);
+  // most calls start from zeros: step 0's h0·W_hhᵀ is skipped then (1/T of the recurrent work;
+  // not with an Inf or NaN in W_hh, where IEEE makes it NaN)
+  const bool h0_zero = load_state(a, o, Hp, ldh, c, hbuf) && P.Whh_finite;
+  g_last_h0_zero.store(h0_zero, std::memory_order_relaxed);
   if (training) {
     c0p = alloc((size_t)B * Hp);
     std::memcpy(c0p.get(), c, sizeof(float) * B * Hp);
@@ -1013,7 +1036,7 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
   // (every unit needs all of h_{t-1}: step s+1 waits for every part of step s).
   const LoopPlan plan = plan_loop(kForwardLoop, a.threads, o.Bs, B, Hp, fuse ? I : 0, 4.0 * ((fuse ? I : 0) + Hp) * G,  // weights per step
                                   2.0 * N * G * ((fuse ? I : 0) + H));
-  const FwdLoop L{&o, B, H, I, Hp, ldh, &P, fuse ? X : nullptr, Zx, c, hbuf, Cn.get(), a.y};
+  const FwdLoop L{&o, B, H, I, Hp, ldh, &P, fuse ? X : nullptr, Zx, c, hbuf, Cn.get(), a.y, h0_zero};
   run_loop(plan, o.len, N, Hp, Teff,
            [&](long r0, long r1) {  // rows are sorted longest first: row r0 ends first
              for (int s = 0; s < Teff && o.Bs[s] > r0; ++s) fwd_step(L, s, r0, std::min<long>(r1, o.Bs[s]), 0, Hp);
@@ -1355,6 +1378,7 @@ static void lstm_backward(const BackwardArgs& a) {
   // step s, recurrent part: dh_{t-1}[j0:j1, u0:u1] = dz · W_hh[:, u0:u1]   (z_t = ... + h_{t-1}·W_hhᵀ)
   // K-blocked so a KCS × 2W slice of W_hh stays in L1 across all row tiles of the step
   auto dh_part = [&](int s, long j0, long j1, long u0, long u1) {
+    if (s == 0 && !a.dh0) return;  // dh_{-1} = dh0, not wanted
     const float* dzs = dZ + (ws.off[s] - z0) * ldz;
     for (long kc0 = 0; kc0 < Gz; kc0 += KCS) {
       const long kc = std::min<long>(KCS, Gz - kc0);
@@ -1468,7 +1492,7 @@ static void lstm_backward(const BackwardArgs& a) {
   } while (sb > 0);
   g_last_chunks.store(chunks, std::memory_order_relaxed);
   for (int j = 0; j < B; ++j) {
-    std::memcpy(a.dh0 + (long)ws.perm[j] * H, dh + (long)j * ldd, sizeof(float) * H);
+    if (a.dh0) std::memcpy(a.dh0 + (long)ws.perm[j] * H, dh + (long)j * ldd, sizeof(float) * H);
     std::memcpy(a.dc0 + (long)ws.perm[j] * H, dc + (long)j * Hp, sizeof(float) * H);
   }
   if (tn) {

@@ -164,6 +164,48 @@ def _check_forward_paths(isa, fused, split, T, B, I, H, lens, rev, parallel, nat
 
 @pytest.mark.parametrize("isa", NATIVE_ISAS)
 @pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("T,B,I,H,lens,rev,bf", [
+    (5, 7, 3, 21, True, False, False),    # ragged, a length 0; a tail panel on AVX2/AVX-512
+    (1, 1, 2, 5, False, False, False),    # T = 1, B = 1: step 0 is the whole sequence
+    (4, 6, 9, 40, True, True, True)])     # reversed, batch-first
+def test_zero_initial_state_skips_the_first_recurrent_product(isa, fused, T, B, I, H, lens, rev, bf, native, core,
+                                                              rng):
+    """h0 all zeros (+0 or -0): step 0 skips h0·W_hhᵀ; one nonzero in h0, or an Inf/NaN in W_hh
+    (0·Inf is NaN), keeps it. Each against the float64 reference, per call and prepacked, with
+    c0 nonzero."""
+    if isa not in core.supported_isas():
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    x, W_ih, W_hh, b, _, c0 = random_problem(rng, T, B, I, H, dtype=np.float32, scale=0.6)
+    lengths = random_lengths(rng, T, B) if lens else None
+    tm = (lambda a: np.ascontiguousarray(a.transpose(1, 0, 2))) if bf else (lambda a: a)
+    one = np.zeros((B, H), np.float32)
+    one[-1, -1] = 0.25
+    bad = W_hh.copy()
+    bad[3, H - 1] = np.inf
+    cases = [(np.zeros((B, H), np.float32), W_hh, True), (np.full((B, H), -0.0, np.float32), W_hh, True),
+             (one, W_hh, False), (np.zeros((B, H), np.float32), bad, False)]
+    old_rows = core._set_fuse_rows(0 if fused else 1 << 30)
+    try:
+        for h0, Whh, skips in cases:
+            a64 = [a.astype(np.float64) for a in (x, W_ih, Whh, b, h0, c0)]
+            with np.errstate(invalid="ignore"):                            # 0·Inf
+                yr, hr, cr, _ = ref.lstm_forward(*a64, lengths, rev, True)
+            with native.use_isa(isa):
+                y, hT, cT, _ = native.lstm_forward(tm(x), W_ih, Whh, b, h0, c0, lengths, rev, True, bf)
+                assert core._last_h0_zero() is skips and core._last_fused() is fused
+                pk = fastlstm.prepack(W_ih, Whh, b, backend="native")
+                yp, hp, cp = pk.forward(x, h0, c0, lengths, reverse=rev)
+                assert core._last_h0_zero() is skips and native.last_isa() == isa
+            for got, want in ((tm(y), yr), (hT, hr), (cT, cr), (yp, yr), (hp, hr), (cp, cr)):
+                both_nan = np.isnan(got) & np.isnan(want)
+                assert np.array_equal(np.isnan(got), np.isnan(want))       # Inf in W_hh: NaN in, NaN out
+                assert np.all(both_nan | (np.abs(got - want) <= 2e-5 + 1e-5 * np.abs(want)))
+    finally:
+        core._set_fuse_rows(old_rows)
+
+
+@pytest.mark.parametrize("isa", NATIVE_ISAS)
+@pytest.mark.parametrize("fused", [True, False])
 def test_tail_panel_matches_reference(isa, fused, native, core, rng):
     """A last panel of ny <= W/4 units computes its four gates as one vector (AVX2, AVX-512):
     H = k·W + ny for every ny up to W/4 + 1 (the first that does not) proves which H take the
@@ -620,6 +662,12 @@ def test_backward_in_chunks_matches_reference(isa, chunk, T, B, I, H, lens, rev,
                 got[forced] = native.lstm_backward(tm(dy), dhT, dcT, tape, tm(x), W_ih, W_hh, h0, c0, lengths,
                                                    rev, need_dx, bf)
                 assert native.last_isa() == isa
+                if forced:  # the first step's dh_{-1} skipped: the rest as before
+                    part = native.lstm_backward(tm(dy), dhT, dcT, tape, tm(x), W_ih, W_hh, h0, c0, lengths,
+                                                rev, need_dx, bf, need_dh0=False)
+                    assert part[4] is None and core._last_chunks() == _chunks(lengths, T, B, chunk_rows)
+                    for g, p in zip(got[True][:4] + got[True][5:], part[:4] + part[5:]):
+                        assert (g is None and p is None) or np.abs(g - p).max() <= 1e-6 * max(np.abs(g).max(), 1e-30)
             assert core._last_chunks() == (_chunks(lengths, T, B, chunk_rows) if forced else 1)
     finally:
         core._set_backward_chunk(old_chunk)

@@ -225,6 +225,24 @@ def test_matches_torch_lstm(config, rng):
         np.testing.assert_allclose(m.grads[name], p.grad.numpy(), rtol=1e-9, atol=1e-11, err_msg=name)
 
 
+def test_need_dh0_false_skips_only_dh0(rng):
+    """need_dh0=False (an initial state nobody learns): dh0 is None, every other gradient the same,
+    with ragged lengths (a row of length 0 too) and reversed."""
+    T, B, I, H = 5, 4, 3, 6
+    x, W_ih, W_hh, b, h0, c0 = random_problem(rng, T, B, I, H)
+    for lengths, rev in ((np.array([5, 2, 0, 4]), False), (None, True)):
+        y, hT, cT, ws = ref.lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths, rev, True)
+        dy, dhT, dcT = rng.standard_normal(y.shape), rng.standard_normal(hT.shape), rng.standard_normal(cT.shape)
+        full = ref.lstm_backward(dy, dhT, dcT, ws, x, W_ih, W_hh, h0, c0, lengths, rev)
+        part = ref.lstm_backward(dy, dhT, dcT, ws, x, W_ih, W_hh, h0, c0, lengths, rev, need_dh0=False)
+        assert part[4] is None
+        for got, want in zip(part[:4] + part[5:], full[:4] + full[5:]):
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(TypeError, match="need_dh0"):
+        fastlstm.lstm_backward(dy, None, None, fastlstm.lstm_forward(x, W_ih, W_hh, b, training=True,
+                                                                     backend="reference")[3], need_dh0="no")
+
+
 def test_need_dx_false_skips_only_dx(rng):
     """need_dx=False (a first layer's backward): dx is None, every other gradient the same."""
     T, B, I, H = 5, 3, 4, 6

@@ -601,7 +601,7 @@ def test_batch_first_reaches_the_kernels_without_copies(torch, ft, monkeypatch):
     fwd, bwd = [], []
     real_f, real_b = native.lstm_forward, native.lstm_backward
     monkeypatch.setattr(native, "lstm_forward", lambda *a: (fwd.append((a[0].ctypes.data, a[-1])), real_f(*a))[1])
-    monkeypatch.setattr(native, "lstm_backward", lambda *a: (bwd.append((a[0].ctypes.data, a[-1])), real_b(*a))[1])
+    monkeypatch.setattr(native, "lstm_backward", lambda *a: (bwd.append((a[0].ctypes.data, *a[-2:])), real_b(*a))[1])
     mod = ft.LSTM(3, 5, batch_first=True, backend="native")
     x = torch.randn(4, 6, 3, requires_grad=True)
     y, _ = mod(x)
@@ -609,5 +609,5 @@ def test_batch_first_reaches_the_kernels_without_copies(torch, ft, monkeypatch):
     assert y.shape == (4, 6, 5) and y.is_contiguous()
     g = torch.randn(4, 6, 5)
     y.backward(g)
-    assert bwd == [(g.data_ptr(), True)]
+    assert bwd == [(g.data_ptr(), True, False)]    # batch_first; no h0 given: no dh0 computed
     assert x.grad.shape == (4, 6, 3) and x.grad.is_contiguous()

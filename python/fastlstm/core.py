@@ -73,13 +73,16 @@ def _private(a: np.ndarray, given) -> np.ndarray:
     return a
 
 
-def lstm_backward(dy, dhT, dcT, tape: Tape, *, need_dx=True):
+def lstm_backward(dy, dhT, dcT, tape: Tape, *, need_dx=True, need_dh0=True):
     """Gradients of lstm_forward(..., training=True). dy/dhT/dcT may be None (zeros).
 
     Returns dx (T,B,I), dW_ih (4H,I), dW_hh (4H,H), db (4H,), dh0 (B,H), dc0 (B,H); with
-    need_dx=False dx is None and not computed (a first layer whose input needs no gradient).
+    need_dx=False dx is None and not computed (a first layer whose input needs no gradient),
+    with need_dh0=False dh0 is None (an initial state nobody learns: the native kernels then
+    skip the first step's dz · W_hh).
     """
     need_dx = _validate.flag("need_dx", need_dx)
+    need_dh0 = _validate.flag("need_dh0", need_dh0)
     if not isinstance(tape, Tape):
         raise TypeError("lstm_backward needs the tape returned by lstm_forward(..., training=True)")
     T, B, _ = tape.x.shape
@@ -87,8 +90,9 @@ def lstm_backward(dy, dhT, dcT, tape: Tape, *, need_dx=True):
     dy, dhT, dcT = _validate.backward_args(dy, dhT, dcT, T, B, H, tape.x.dtype)
     args = (dy, dhT, dcT, tape.workspace, tape.x, tape.W_ih, tape.W_hh, tape.h0, tape.c0, tape.lengths,
             tape.reverse)
-    # need_dx only when False: a backend module written to the contract without it still works
-    return tape.backend.lstm_backward(*args) if need_dx else tape.backend.lstm_backward(*args, need_dx=False)
+    # the flags only when False: a backend module written to the contract without them still works
+    flags = {k: False for k, v in (("need_dx", need_dx), ("need_dh0", need_dh0)) if not v}
+    return tape.backend.lstm_backward(*args, **flags)
 
 
 class Prepacked:

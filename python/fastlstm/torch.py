@@ -233,11 +233,11 @@ def _stack_forward(run: _Stack, x, h0, c0, w, training):
     return x, h_n, c_n, saved
 
 
-def _stack_backward(run: _Stack, saved, w, dy, dh_n, dc_n, need_dx=True):
+def _stack_backward(run: _Stack, saved, w, dy, dh_n, dc_n, need_dx=True, need_dh0=True):
     """Gradients of _stack_forward(..., training=True): dy (T,B,D·H) (or (B,T,D·H)), dh_n, dc_n
     (L·D,B,H) as C-contiguous arrays or None (zeros); saved and w as forward kept them.
-    Returns dx (T,B,I) (or (B,T,I); None, not computed, when need_dx is False), dh0, dc0
-    (L·D,B,H) and the weights' gradients in torch's order."""
+    Returns dx (T,B,I) (or (B,T,I); None, not computed, when need_dx is False), dh0 (None, not
+    computed, when need_dh0 is False), dc0 (L·D,B,H) and the weights' gradients in torch's order."""
     D, n, mod, lengths, bf = run.D, run.n, run.mod, run.lengths, run.batch_first
     L = len(run.layers)
     H = w[1].shape[1]
@@ -255,11 +255,11 @@ def _stack_backward(run: _Stack, saved, w, dy, dh_n, dc_n, need_dx=True):
             # undoes y[..., d·H:(d+1)·H], hT = h_n[j], cT = c_n[j] = lstm_forward(x, ..., reverse=d == 1)
             dx_d, dW_ih, dW_hh, db, dh0[j], dc0[j] = mod.lstm_backward(
                 dy_d, zeros if dh_n is None else dh_n[j], zeros if dc_n is None else dc_n[j],
-                wss[d], x, w[j * n], w[j * n + 1], None, None, lengths, d == 1, k > 0 or need_dx, bf)
+                wss[d], x, w[j * n], w[j * n + 1], None, None, lengths, d == 1, k > 0 or need_dx, bf, need_dh0)
             dx = dx_d if dx is None else dx + dx_d
             dw[j * n:(j + 1) * n] = [dW_ih, dW_hh] + ([db, db.copy()] if n == 4 else [])  # b = b_ih + b_hh
         dy = dx                            # the layer below's output gradient
-    dh0 = dh0[0][None] if L * D == 1 else np.stack(dh0)
+    dh0 = None if not need_dh0 else dh0[0][None] if L * D == 1 else np.stack(dh0)
     dc0 = dc0[0][None] if L * D == 1 else np.stack(dc0)
     return dy, dh0, dc0, dw
 
@@ -290,7 +290,7 @@ class _LSTMStack(torch.autograd.Function):
         with _KernelThreads(run.mod):
             dx, dh0, dc0, dw = _stack_backward(run, ctx.saved, ctx.w, None if dy is None else _np(dy),
                                                None if dh_n is None else _np(dh_n),
-                                               None if dc_n is None else _np(dc_n), need[1])
+                                               None if dc_n is None else _np(dc_n), need[1], need[2])
         grads = [torch.from_numpy(dx) if need[1] else None,
                  torch.from_numpy(dh0) if need[2] else None,
                  torch.from_numpy(dc0) if need[3] else None]

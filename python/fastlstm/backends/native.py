@@ -38,9 +38,9 @@ def lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths=None, reverse=False, training
 
 
 def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, reverse=False, need_dx=True,
-                  batch_first=False):
+                  batch_first=False, need_dh0=True):
     return _core.lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths, reverse, need_dx,
-                               batch_first)
+                               batch_first, need_dh0)
 
 
 def set_num_threads(n: int) -> None:

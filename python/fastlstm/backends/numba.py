@@ -933,12 +933,13 @@ def lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths=None, reverse=False, training
 
 
 def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, reverse=False, need_dx=True,
-                  batch_first=False):
+                  batch_first=False, need_dh0=True):
     """Gradients of one layer, one direction, given the forward's workspace.
 
     dy (T,B,H), dhT (B,H), dcT (B,H) -> dx (T,B,I), dW_ih (4H,I), dW_hh (4H,H), db (4H,),
     dh0 (B,H), dc0 (B,H). dhT/dcT carry the gradient from a later chunk (truncated BPTT).
-    need_dx=False: dx is not computed and None is returned in its place.
+    need_dx=False: dx is not computed and None is returned in its place. need_dh0=False: None
+    in dh0's place (the kernels here still compute it: one step's dz · W_hh of T).
     h0 and c0 are not read (the workspace holds every h_{t-1} and c); lengths and reverse must
     be those of the forward call.
 
@@ -950,8 +951,10 @@ def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, 
     if bf:
         dx, *grads = lstm_backward(_validate.swap_tb(dy), dhT, dcT,
                                    workspace._replace(batch_first=False) if isinstance(workspace, Workspace) else workspace,
-                                   _validate.swap_tb(x), W_ih, W_hh, h0, c0, lengths, reverse, need_dx)
+                                   _validate.swap_tb(x), W_ih, W_hh, h0, c0, lengths, reverse, need_dx,
+                                   need_dh0=need_dh0)
         return (_validate.swap_tb(dx), *grads)
+    need_dh0 = _validate.flag("need_dh0", need_dh0)
     reverse = _validate.kernel_backward_args(dy, dhT, dcT, x, W_ih, W_hh, reverse, DTYPES)
     T, B, I = x.shape
     H = W_hh.shape[1]
@@ -976,6 +979,7 @@ def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, 
     dW_ih = _gemm_nt(dZT, ws.xT)               # dZᵀ · X       (4H, I)
     dW_hh = _gemm_nt(dZT, ws.hT)               # dZᵀ · H_prev  (4H, H)
     db = dZT.sum(axis=1)
+    dh0 = dh0 if need_dh0 else None
     if not need_dx:
         return None, dW_ih, dW_hh, db, dh0, dc0
     dX = _gemm_nt(dZ.reshape(T * B, 4 * H), _transpose(W_ih)).reshape(T, B, I)  # dZ · W_ih

@@ -104,13 +104,14 @@ def lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths=None, reverse=False, training
 
 
 def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, reverse=False, need_dx=True,
-                  batch_first=False):
+                  batch_first=False, need_dh0=True):
     """Gradients of one layer, one direction, given the forward's workspace.
 
     dy (T,B,H), dhT (B,H), dcT (B,H) -> dx (T,B,I), dW_ih (4H,I), dW_hh (4H,H), db (4H,),
     dh0 (B,H), dc0 (B,H). dhT/dcT carry the gradient from a later chunk (truncated BPTT).
     need_dx=False: dx is not computed and None is returned in its place (a first layer whose
-    input needs no gradient).
+    input needs no gradient); need_dh0=False likewise for dh0 (an initial state that is not
+    learned: the first step's dz · W_hh is skipped).
     h0 and c0 are not read (the workspace keeps h_{t-1} and c_{t-1} of every step); they are
     in the signature because the kernel contract (DESIGN.md §2) has them.
 
@@ -122,8 +123,10 @@ def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, 
     if bf:
         dx, *grads = lstm_backward(_validate.swap_tb(dy), dhT, dcT,
                                    workspace._replace(batch_first=False) if isinstance(workspace, Workspace) else workspace,
-                                   _validate.swap_tb(x), W_ih, W_hh, h0, c0, lengths, reverse, need_dx)
+                                   _validate.swap_tb(x), W_ih, W_hh, h0, c0, lengths, reverse, need_dx,
+                                   need_dh0=need_dh0)
         return (_validate.swap_tb(dx), *grads)
+    need_dh0 = _validate.flag("need_dh0", need_dh0)
     T, B, I = x.shape
     H = W_hh.shape[1]
     if lengths is None:
@@ -150,8 +153,9 @@ def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, 
         dz = np.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - g * g), do * o * (1 - o)], axis=1)
         dz = np.where(m, dz, 0)
         dZ[s] = dz
-        # z_t = ... + h_{t-1} · W_hhᵀ
-        dh = np.where(m, dz @ W_hh, dh)
+        # z_t = ... + h_{t-1} · W_hhᵀ (at s = 0, every row's first step, dh_{-1} = dh0)
+        if s > 0 or need_dh0:
+            dh = np.where(m, dz @ W_hh, dh)
         dc = np.where(m, dcs * f, dc)
 
     # the non-recurrent gradients, merged over all T·B rows
@@ -160,9 +164,10 @@ def lstm_backward(dy, dhT, dcT, workspace, x, W_ih, W_hh, h0, c0, lengths=None, 
     dW_ih = dZ2.T @ X.reshape(T * B, I)
     dW_hh = dZ2.T @ ws.h_prev.reshape(T * B, H)
     db = dZ2.sum(axis=0)
+    dh0 = dh if need_dh0 else None
     if not need_dx:
-        return None, dW_ih, dW_hh, db, dh, dc
+        return None, dW_ih, dW_hh, db, dh0, dc
     dX = dZ @ W_ih                                               # (T,B,I), step order
     dx = np.zeros_like(x)
     dx[tidx[valid], np.broadcast_to(rows, valid.shape)[valid]] = dX[valid]
-    return dx, dW_ih, dW_hh, db, dh, dc
+    return dx, dW_ih, dW_hh, db, dh0, dc
