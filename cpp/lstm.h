@@ -129,7 +129,7 @@ struct Packed {
   int I = 0, H = 0, Hp = 0;
   const char* isa = "";
   const float *Wih = nullptr, *Whh = nullptr, *bias = nullptr;  // (I, 4Hp) (Hp, 4Hp) (4Hp)
-  bool Whh_finite = true;  // no Inf/NaN in W_hh: a zero h0 may skip h0·W_hhᵀ (0·Inf is NaN)
+  bool Whh_finite = false;  // W_hh checked free of Inf/NaN: a zero h0 may skip h0·W_hhᵀ (0·Inf is NaN)
   std::vector<float> storage;
 };
 

@@ -846,6 +846,12 @@ static bool all_finite(const float* a, size_t n) {
   return !bad;
 }
 
+static bool all_zero(const float* a, size_t n) {
+  for (size_t k = 0; k < n; ++k)
+    if (a[k] != 0.f) return false;
+  return true;
+}
+
 // Pack W_ihᵀ and W_hhᵀ into gate-interleaved 4W-wide panels (and b likewise), once per weight version.
 static void pack_weights(const float* W_ih, const float* W_hh, const float* b, int I, int H, Packed& P, int threads,
                          bool persistent) {
@@ -868,7 +874,9 @@ static void pack_weights(const float* W_ih, const float* W_hh, const float* b, i
   pack_cols(W_hh, H, Hp, H, G, rows.data(), 4 * W, Whh, threads);
   for (long r = 0; r < G; ++r) bias[r] = rows[r] >= 0 ? b[rows[r]] : 0.f;
   P.Wih = Wih; P.Whh = Whh; P.bias = bias;
-  P.Whh_finite = all_finite(W_hh, (size_t)4 * H * H);
+  // a packing kept for many calls is checked once; a call's own packing by lstm_forward, only
+  // when its h0 is zero (a 16 MB W_hh at H = 1024 takes a millisecond to scan)
+  P.Whh_finite = persistent && all_finite(W_hh, (size_t)4 * H * H);
 }
 
 // Runs a recurrent loop as `plan` says, over a StepTeam (thread_pool.h): rows(r0, r1) runs
@@ -962,18 +970,14 @@ static void fwd_step(const FwdLoop& L, int s, long r0, long r1, long u0, long u1
 }
 
 // c and h_{-1} (the first B rows of hbuf) from c0, h0 in internal row order, padded to Hp.
-// Returns whether h0 is all zeros (±0).
-static bool load_state(const ForwardArgs& a, const Order& o, long Hp, long ldh, float* c, float* hbuf) {
+static void load_state(const ForwardArgs& a, const Order& o, long Hp, long ldh, float* c, float* hbuf) {
   const long B = a.B, H = a.H;
-  bool zero = true;
-  for (long k = 0; zero && k < B * H; ++k) zero = a.h0[k] == 0.f;
   std::memset(c, 0, sizeof(float) * B * Hp);
   std::memset(hbuf, 0, sizeof(float) * B * ldh);  // later rows are written before they are read
   for (long j = 0; j < B; ++j) {
     std::memcpy(c + j * Hp, a.c0 + (long)o.perm[j] * H, sizeof(float) * H);
     std::memcpy(hbuf + j * ldh, a.h0 + (long)o.perm[j] * H, sizeof(float) * H);
   }
-  return zero;
 }
 
 // hT, cT: c is already per row; h_T is the output of each row's last real step (h0 if none).
@@ -1024,7 +1028,8 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
   float* c = scratch(S_C, (size_t)B * Hp);
   // most calls start from zeros: step 0's h0·W_hhᵀ is skipped then (1/T of the recurrent work;
   // not with an Inf or NaN in W_hh, where IEEE makes it NaN)
-  const bool h0_zero = load_state(a, o, Hp, ldh, c, hbuf) && P.Whh_finite;
+  load_state(a, o, Hp, ldh, c, hbuf);
+  const bool h0_zero = P.Whh_finite && all_zero(a.h0, (size_t)B * H);
   g_last_h0_zero.store(h0_zero, std::memory_order_relaxed);
   if (training) {
     c0p = alloc((size_t)B * Hp);
@@ -1061,6 +1066,7 @@ static void lstm_forward(const ForwardArgs& a) {
   wake_for_loop(a.threads, a.T, a.B, padded_hidden(a.H));
   Packed P;
   pack_weights(a.W_ih, a.W_hh, a.b, a.I, a.H, P, a.threads, false);
+  P.Whh_finite = all_zero(a.h0, (size_t)a.B * a.H) && all_finite(a.W_hh, (size_t)4 * a.H * a.H);
   lstm_forward_packed(a, P);
 }
 
