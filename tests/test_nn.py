@@ -186,6 +186,39 @@ def test_lstm_dropout_between_layers_gradients(rng):
         assert_grad_close(name, g, idx, num)
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.4])
+def test_lstm_backward_without_dh0(dropout, rng, monkeypatch):
+    """need_dh0=False: dh0 is None and every other gradient as with it, stacked, bidirectional,
+    with and without dropout between layers; Sequential asks for it (its LSTMs get no hx)."""
+    lstm = nn.LSTM(2, 3, num_layers=2, bidirectional=True, dropout=dropout, dtype=F64, seed=5, batch_first=True)
+    x = rng.standard_normal((3, 5, 2))
+    hx = tuple(rng.standard_normal((4, 3, 3)) for _ in range(2))
+    dy = rng.standard_normal((3, 5, 6))
+    got = []
+    for need in (True, False):
+        lstm._reseed([7])
+        lstm.zero_grad()
+        lstm(x, hx, lengths=np.array([5, 2, 4]), training=True)
+        dx, (dh0, dc0) = lstm.backward(dy, need_dh0=need)
+        got.append((dx, dh0, dc0, {n: g.copy() for n, _, g in lstm.named_parameters()}))
+    (dx1, dh1, dc1, g1), (dx2, dh2, dc2, g2) = got
+    assert dh1.shape == (4, 3, 3) and dh2 is None
+    np.testing.assert_allclose(dx2, dx1, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dc2, dc1, rtol=1e-12, atol=1e-14)
+    for n in g1:
+        np.testing.assert_allclose(g2[n], g1[n], rtol=1e-12, atol=1e-14, err_msg=n)
+
+    from fastlstm import core
+    seen = []
+    real = core.lstm_backward
+    monkeypatch.setattr(core, "lstm_backward", lambda *a, **k: (seen.append(k.get("need_dh0", True)), real(*a, **k))[1])
+    model = nn.Sequential(nn.LSTM(2, 3, batch_first=True, dtype=F64, seed=3), nn.LastStep(), nn.Linear(3, 1, dtype=F64))
+    model.train()
+    model(x)
+    model.backward(np.ones((3, 1)))
+    assert seen == [False]
+
+
 def test_forget_bias_option():
     m = nn.LSTM(2, 4, forget_bias=1.0, seed=0)
     b = m.params["bias_ih_l0"] + m.params["bias_hh_l0"]

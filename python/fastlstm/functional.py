@@ -116,13 +116,15 @@ def lstm(x, weights, h0=None, c0=None, lengths=None, *, bidirectional=False, bat
     return y, h_n, c_n, tape
 
 
-def lstm_grad(dy, dh_n, dc_n, tape: StackTape):
+def lstm_grad(dy, dh_n, dc_n, tape: StackTape, *, need_dh0=True):
     """Backward of lstm(..., training=True).
 
     dy like y, dh_n/dc_n (L·D, B, H); any may be None (zeros). Returns dx (like x),
     dweights (list of (dW_ih, dW_hh, db_ih, db_hh), None where that bias was None),
-    dh0 and dc0 (L·D, B, H).
+    dh0 and dc0 (L·D, B, H); dh0 None with need_dh0=False (not computed: an initial state
+    nobody learns).
     """
+    need_dh0 = _validate.flag("need_dh0", need_dh0)
     if not isinstance(tape, StackTape):
         raise TypeError("lstm_grad needs the tape returned by lstm(..., training=True)")
     L, D = tape.num_layers, tape.num_directions
@@ -145,7 +147,7 @@ def lstm_grad(dy, dh_n, dc_n, tape: StackTape):
         _validate.check_shape("dc_n", dc_n, (L * D, B, H), "(num_layers·D, B, H)")
 
     dweights = [None] * (L * D)
-    dh0 = np.zeros((L * D, B, H), dt)
+    dh0 = np.zeros((L * D, B, H), dt) if need_dh0 else [None] * (L * D)
     dc0 = np.zeros((L * D, B, H), dt)
     dout = dy
     for l in reversed(range(L)):
@@ -154,7 +156,8 @@ def lstm_grad(dy, dh_n, dc_n, tape: StackTape):
             k = l * D + d
             dy_d = None if dout is None else np.ascontiguousarray(dout[:, :, d * H:(d + 1) * H])
             dx, dW_ih, dW_hh, db, dh0[k], dc0[k] = core.lstm_backward(
-                dy_d, None if dh_n is None else dh_n[k], None if dc_n is None else dc_n[k], tape.tapes[k])
+                dy_d, None if dh_n is None else dh_n[k], None if dc_n is None else dc_n[k], tape.tapes[k],
+                need_dh0=need_dh0)
             has_ih, has_hh = tape.has_bias[k]
             dweights[k] = (dW_ih, dW_hh, db.copy() if has_ih else None, db.copy() if has_hh else None)
             dinp = dx if dinp is None else dinp + dx
@@ -162,4 +165,4 @@ def lstm_grad(dy, dh_n, dc_n, tape: StackTape):
     dx = dout
     if tape.batch_first:
         dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
-    return dx, dweights, dh0, dc0
+    return dx, dweights, dh0 if need_dh0 else None, dc0

@@ -146,20 +146,21 @@ class LSTM(Module):
             inp = y
         return inp, np.concatenate(hs), np.concatenate(cs), (tapes, masks)
 
-    def backward(self, dy, dh_n=None, dc_n=None):
-        """Accumulate parameter gradients into self.grads; returns dx, (dh0, dc0)."""
+    def backward(self, dy, dh_n=None, dc_n=None, *, need_dh0=True):
+        """Accumulate parameter gradients into self.grads; returns dx, (dh0, dc0). need_dh0=False:
+        dh0 is None, not computed (a caller that discards it; the kernels skip dz_0·W_hh)."""
         if self._tape is None:
             raise RuntimeError("LSTM.backward() needs a preceding forward in training mode "
                                "(model.train() or forward(..., training=True)); each training "
                                "forward is undone by one backward")
         tape, self._tape = self._tape, None
         if isinstance(tape, tuple):  # dropout between layers: undo layer by layer
-            return self._backward_dropout(dy, dh_n, dc_n, *tape)
-        dx, dweights, dh0, dc0 = functional.lstm_grad(dy, dh_n, dc_n, tape)
+            return self._backward_dropout(dy, dh_n, dc_n, *tape, need_dh0=need_dh0)
+        dx, dweights, dh0, dc0 = functional.lstm_grad(dy, dh_n, dc_n, tape, need_dh0=need_dh0)
         self._accumulate(self._suffixes(), dweights)
         return dx, (dh0, dc0)
 
-    def _backward_dropout(self, dy, dh_n, dc_n, tapes, masks):
+    def _backward_dropout(self, dy, dh_n, dc_n, tapes, masks, need_dh0=True):
         D = self.num_directions
         sfx = list(self._suffixes())
         dh0s, dc0s = [None] * len(tapes), [None] * len(tapes)
@@ -169,9 +170,10 @@ class LSTM(Module):
             if l < len(tapes) - 1 and dout is not None:
                 dout = dout * masks[l]  # y = y_l · mask_l
             dout, dweights, dh0s[l], dc0s[l] = functional.lstm_grad(
-                dout, None if dh_n is None else dh_n[sl], None if dc_n is None else dc_n[sl], tapes[l])
+                dout, None if dh_n is None else dh_n[sl], None if dc_n is None else dc_n[sl], tapes[l],
+                need_dh0=need_dh0)
             self._accumulate(sfx[sl], dweights)
-        return dout, (np.concatenate(dh0s), np.concatenate(dc0s))
+        return dout, (np.concatenate(dh0s) if need_dh0 else None, np.concatenate(dc0s))
 
     def _accumulate(self, suffixes, dweights):
         for s, (dW_ih, dW_hh, db_ih, db_hh) in zip(suffixes, dweights):

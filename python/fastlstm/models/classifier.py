@@ -169,7 +169,7 @@ class PooledLSTMClassifier(nn.Module):
         if self.drop is not None:
             dz = self.drop.backward(dz)
         dy = sum(p.backward(dz[:, i * self.width:(i + 1) * self.width]) for i, p in enumerate(self.pools))
-        dx, _ = self.lstm.backward(dy)
+        dx, _ = self.lstm.backward(dy, need_dh0=False)
         return dx
 
 

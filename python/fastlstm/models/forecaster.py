@@ -521,7 +521,7 @@ class LSTMForecastNet(nn.Module):
 
     def backward(self, dout):
         # out = head(last(lstm(x))) + ar(x[:, :, 0])
-        dx, _ = self.lstm.backward(self.last.backward(self.head.backward(dout)))
+        dx, _ = self.lstm.backward(self.last.backward(self.head.backward(dout)), need_dh0=False)
         if self.ar is not None:
             dx = np.array(dx, copy=True)
             dx[:, :, 0] += self.ar.backward(dout)

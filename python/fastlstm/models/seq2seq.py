@@ -176,7 +176,7 @@ class Seq2Seq(Module):
         dh_n, dc_n = self._bridge_backward(dh0, dc0)
         if denc is None:                                       # no attention: enc feeds only (h_n, c_n)
             denc = np.zeros(self._enc_shape, self.dtype)
-        dx_src, _ = self.encoder.backward(np.ascontiguousarray(denc, dtype=self.dtype), dh_n, dc_n)
+        dx_src, _ = self.encoder.backward(np.ascontiguousarray(denc, dtype=self.dtype), dh_n, dc_n, need_dh0=False)
         self.src_embed.backward(dx_src)                        # enc = encoder(embed(src))
         return None
 

@@ -458,8 +458,11 @@ class Sequential(Module):
         return x
 
     def backward(self, dy):
+        from ..layers import LSTM  # late: fastlstm.layers imports this package
+
         for layer in reversed(self.layers):
-            dy = layer.backward(dy)
+            # an LSTM here gets no hx from Sequential and its dh0 is dropped: not computed
+            dy = layer.backward(dy, need_dh0=False) if isinstance(layer, LSTM) else layer.backward(dy)
             if isinstance(dy, tuple):
                 dy = dy[0]
         return dy
