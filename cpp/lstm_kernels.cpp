@@ -289,11 +289,14 @@ struct Gemm {
       bool add_c = accumulate || kc0 > 0;
       for (long mc0 = m0; mc0 < m1; mc0 += MC) {
         long mc = std::min<long>(MC, m1 - mc0);
-        // A rows contiguous in k (acs == 1) under a single B panel: each register tile reads A
-        // once, so whole tiles read it in place and only a last partial one is packed (zero rows
-        // past mc). Packing cost more than it saved: the dX product dZ·W_ih at (100,64,64,256),
-        // one 64-column panel, ran at 58% of the FMA peak packed and 79% in place.
-        const bool in_place = acs == 1 && j1 - j0 == 1;
+        // A rows contiguous in k (acs == 1): whole register tiles read A in place, only a last
+        // partial one is packed (zero rows past mc). Packing cost more than it saved: the dX
+        // product dZ·W_ih at (100,64,64,256), one 64-column panel, ran at 58% of the FMA peak
+        // packed and 79% in place. With several B panels each tile's rows are re-read per panel
+        // from L2 in either case; in place was 3-16% faster on five GEMMs (M 640-2048, N
+        // 100-512) and trained 1.01-1.08x faster (dX by Gemm4, I > kDotMaxI; Zen 5, 1 and 2
+        // threads, alternating builds, 5 rounds).
+        const bool in_place = acs == 1;
         // pack A(mc0.., kc0..) into MR-row panels, k-major, zero rows beyond mc
         for (long ir = in_place ? mc / MR * MR : 0; ir < mc; ir += MR) {
           float* ap = Ap + ir * kc;
