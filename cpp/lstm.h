@@ -29,14 +29,16 @@ namespace fastlstm {
 // Buffers of kPoolMinBytes or more are recycled rather than freed: a training loop frees its
 // workspace and the next step asks for the same sizes, and fresh pages cost a fault and the
 // kernel zeroing each one (at (100,32,10,100) the training forward took 40% longer than
-// inference, a quarter of that in clear_page). At most kPoolBuffers buffers and kPoolBytes in
-// all are kept; release_buffer_pool() (called by release_scratch) frees them.
+// inference, a quarter of that in clear_page). The bindings take their big output arrays (y, dx,
+// dW_ih, dW_hh, ...) from the pool too. At most kPoolBuffers buffers and kPoolBytes in all are
+// kept (64: a 2-layer bidirectional step has ~30 such buffers in flight); release_buffer_pool()
+// (called by release_scratch) frees them.
 // From glibc's default mmap threshold: larger blocks are fresh mappings on every malloc (it
 // raises the threshold only as such blocks are freed, and pooled ones never are).
 constexpr size_t kPoolMinBytes = size_t(128) << 10;
 constexpr size_t kHugeMinBytes = size_t(1) << 20;
 constexpr size_t kPoolBytes = size_t(256) << 20;
-constexpr size_t kPoolBuffers = 16;
+constexpr size_t kPoolBuffers = 64;
 
 struct BufferPool {
   std::mutex mu;

@@ -367,6 +367,39 @@ def test_denormal_mode_is_restored(native, rng):
     assert (tiny * np.float32(1.0))[0] != 0
 
 
+def test_big_outputs_are_recycled_through_the_buffer_pool(core, rng):
+    """Output arrays of 128 KB or more come from the kernels' buffer pool and go back to it when
+    freed (no fresh pages per call); one still held is never handed out again."""
+    T, B, I, H = 20, 2, 300, 300                 # dW_ih, dW_hh: 1.4 MB each; y: 48 KB (numpy's)
+    x, W_ih, W_hh, b, h0, c0 = random_problem(rng, T, B, I, H, dtype=np.float32)
+    y, hT, cT, ws = core.lstm_forward(x, W_ih, W_hh, b, h0, c0, None, False, True, False)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    z = np.zeros((B, H), np.float32)
+
+    def grads():
+        return core.lstm_backward(dy, z, z, ws, x, W_ih, W_hh, None, None, None, False, True, False, True)
+
+    core.release_scratch()                       # an empty pool: what comes back below is ours
+    first = grads()
+    kept = [a.copy() for a in first]
+    for a in first[1:3]:                         # pooled: not numpy's own, writeable, C-contiguous
+        assert not a.flags.owndata and a.flags.writeable and a.flags.c_contiguous
+    assert first[0].flags.owndata               # dx (48 KB) is below the pool's size
+    again = grads()                              # `first` still held: different memory, same values
+    for a, b_, k in zip(first, again, kept):
+        assert not np.shares_memory(a, b_)
+        np.testing.assert_array_equal(a, k)
+        np.testing.assert_array_equal(b_, k)
+    ptrs = {a.ctypes.data for a in first[1:3]}
+    del first, a, k
+    third = grads()                              # freed buffers come back
+    assert {a.ctypes.data for a in third[1:3]} == ptrs
+    for a, k in zip(third, kept):
+        np.testing.assert_array_equal(a, k)
+    big = core.gemm(np.ones((300, 200), np.float32), np.ones((200, 400), np.float32))
+    assert not big.flags.owndata and big.shape == (300, 400) and np.all(big == 200)
+
+
 def test_backward_uses_the_isa_of_forward(native, core, rng):
     supported = core.supported_isas()
     if len(supported) < 2:
