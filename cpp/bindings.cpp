@@ -243,8 +243,10 @@ py::tuple backward(const py::array& dy, const py::array& dhT, const py::array& d
   a.ws = ws.get();
   const bool want_dx = flag(need_dx, "need_dx"), want_dh0 = flag(need_dh0, "need_dh0");
   const std::vector<py::ssize_t> none{0};
-  farray dx = out_array(want_dx ? rows_of(bf, T, B, I) : none), dh0 = out_array(want_dh0 ? std::vector<py::ssize_t>{B, H} : none);
-  farray dW_ih = out_array({4 * H, I}), dW_hh = out_array({4 * H, H}), db = out_array({4 * H}), dc0 = out_array({B, H});
+  farray dx = out_array(want_dx ? rows_of(bf, T, B, I) : none);
+  farray dh0 = out_array(want_dh0 ? std::vector<py::ssize_t>{B, H} : none);
+  farray dW_ih = out_array({4 * H, I}), dW_hh = out_array({4 * H, H}), db = out_array({4 * H});
+  farray dc0 = out_array({B, H});
   a.dx = want_dx ? mut(dx) : nullptr;  // null: the kernels skip dX = dZ·W_ih
   a.dW_ih = mut(dW_ih); a.dW_hh = mut(dW_hh); a.db = mut(db); a.dc0 = mut(dc0);
   a.dh0 = want_dh0 ? mut(dh0) : nullptr;  // null: the first step skips dh_{-1} = dz·W_hh
