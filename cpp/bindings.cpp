@@ -383,7 +383,13 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("release_scratch", [] {
     for (auto* t : compiled_tables()) t->release_scratch();
-  }, "free the calling thread's scratch buffers (kept between calls to avoid page faults)");
+  }, "free the calling thread's scratch buffers and the buffer pool's idle buffers (workspaces and "
+     "output arrays kept for reuse between calls, to avoid page faults)");
+  m.def("_pool_bytes", [] {
+    BufferPool& bp = buffer_pool();
+    std::lock_guard<std::mutex> lock(bp.mu);
+    return py::make_tuple(bp.free.size(), bp.bytes);
+  }, "(buffers, bytes) idle in the buffer pool, kept for the next calls");
 
   m.def("lstm_forward", &forward, py::arg("x"), py::arg("W_ih"), py::arg("W_hh"), py::arg("b"), py::arg("h0"),
         py::arg("c0"), py::arg("lengths"), py::arg("reverse"), py::arg("training"), py::arg("batch_first") = false,

@@ -400,6 +400,20 @@ def test_big_outputs_are_recycled_through_the_buffer_pool(core, rng):
     assert not big.flags.owndata and big.shape == (300, 400) and np.all(big == 200)
 
 
+def test_empty_cache_gives_the_pooled_buffers_back(core, rng):
+    x, W_ih, W_hh, b, h0, c0 = random_problem(rng, 20, 2, 300, 300, dtype=np.float32)
+    y, hT, cT, ws = core.lstm_forward(x, W_ih, W_hh, b, h0, c0, None, False, True, False)
+    z = np.zeros((2, 300), np.float32)
+    out = core.lstm_backward(np.ones_like(y), z, z, ws, x, W_ih, W_hh, None, None, None, False, True, False, True)
+    del ws, out                                  # the workspace's and dW's buffers go idle
+    buffers, nbytes = core._pool_bytes()
+    assert buffers >= 2 and nbytes >= 2 * 4 * 300 * 300 * 4
+    fastlstm.empty_cache()
+    assert core._pool_bytes() == (0, 0)
+    y2 = fastlstm.lstm_forward(x, W_ih, W_hh, b, h0, c0, backend="native")[0]   # still works after
+    np.testing.assert_allclose(y2, y, rtol=1e-6, atol=1e-7)
+
+
 def test_backward_uses_the_isa_of_forward(native, core, rng):
     supported = core.supported_isas()
     if len(supported) < 2:

@@ -14,7 +14,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import backends, nn  # nn before layers: the LSTM layer is a nn.Module
-from ._config import config, get_num_threads, set_num_threads, show_config
+from ._config import config, empty_cache, get_num_threads, set_num_threads, show_config
 from .backends import BackendUnavailable, set_backend
 from .core import Prepacked, Tape, lstm_backward, lstm_forward, prepack, stepper
 from .functional import StackTape, lstm, lstm_grad
@@ -28,7 +28,7 @@ backends.active()  # choose at import: FASTLSTM_BACKEND forces one and fails lou
 
 __all__ = [
     "__version__", "backends", "BackendUnavailable", "set_backend", "config", "show_config",
-    "set_num_threads", "get_num_threads", "lstm_forward", "lstm_backward", "Tape",
+    "set_num_threads", "get_num_threads", "empty_cache", "lstm_forward", "lstm_backward", "Tape",
     "lstm", "lstm_grad", "StackTape", "LSTM", "PrepackedLSTM", "prepack", "Prepacked", "stepper",
     "nn", "data", "optim", "train", "fit", "evaluate", "predict", "save", "load", "CheckpointError", "NotFittedError",
 ]

@@ -10,7 +10,7 @@ import platform
 import sys
 
 from . import backends
-from .backends import get_num_threads, set_num_threads
+from .backends import empty_cache, get_num_threads, set_num_threads
 
 __all__ = ["config", "show_config", "get_num_threads", "set_num_threads"]
 

@@ -92,6 +92,17 @@ def get_num_threads() -> int:
     return _num_threads
 
 
+def empty_cache() -> None:
+    """Give back the memory the kernels keep between calls: the native backend's idle pooled
+    buffers (workspaces and output arrays of 128 KB or more, up to 64 buffers and 256 MB, kept so
+    the next call of a training loop finds warm pages) and the calling thread's scratch. Arrays
+    still in use are not touched; the next call allocates afresh."""
+    for name in PREFERENCE:
+        mod = sys.modules.get(f"{__name__}.{name}")
+        if mod is not None and hasattr(mod, "empty_cache"):
+            mod.empty_cache()
+
+
 def load(name: str) -> ModuleType:
     """Import backend `name`, or raise BackendUnavailable with the reason."""
     if name not in PREFERENCE:

@@ -48,6 +48,12 @@ def set_num_threads(n: int) -> None:
     _core.set_num_threads(int(n))
 
 
+def empty_cache() -> None:
+    """Free the calling thread's scratch buffers and the buffer pool's idle buffers (called by
+    fastlstm.empty_cache)."""
+    _core.release_scratch()
+
+
 def supported_isas() -> list:
     """ISA paths this CPU executes, best first."""
     return list(_core.supported_isas())
