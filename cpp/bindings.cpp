@@ -135,12 +135,12 @@ float* mut(farray& a) { return a.mutable_data(); }
 // and trims them again depending on the process's history of frees, and then every call pays a
 // page fault and the kernel zeroing each page. Seen at (20,1,300,300): the backward took
 // 2.2-2.6 ms instead of 0.65 ms in a process that had fallen into that pattern (~470 faults a
-// call, dW_ih and dW_hh 1.4 MB each).
+// call, dW_ih and dW_hh 1.4 MB each). Not rounded up to huge pages: the caller may keep them.
 farray out_array(const std::vector<py::ssize_t>& shape) {
   size_t n = 1;
   for (py::ssize_t d : shape) n *= (size_t)d;
   if (n * sizeof(float) < kPoolMinBytes) return farray(shape);
-  auto* owner = new fbuf(alloc_floats(n));
+  auto* owner = new fbuf(alloc_floats(n, false));
   float* p = owner->get();
   py::capsule base(owner, [](void* o) { delete static_cast<fbuf*>(o); });  // back to the pool
   return farray(shape, p, base);

@@ -73,10 +73,12 @@ struct FreeDeleter {
   }
 };
 using fbuf = std::unique_ptr<float[], FreeDeleter>;
-inline fbuf alloc_floats(size_t n) {
+// huge = false: no rounding to 2 MB (output arrays a caller may keep: their exact size, unless the
+// pool has a buffer within 2x)
+inline fbuf alloc_floats(size_t n, bool huge = true) {
   constexpr size_t kHuge = size_t(2) << 20;
   size_t bytes = std::max<size_t>(n, 1) * sizeof(float);
-  if (bytes >= kHugeMinBytes) bytes = (bytes + kHuge - 1) / kHuge * kHuge;
+  if (huge && bytes >= kHugeMinBytes) bytes = (bytes + kHuge - 1) / kHuge * kHuge;
   if (bytes >= kPoolMinBytes) {  // the smallest pooled buffer that fits, if within 2x
     BufferPool& bp = buffer_pool();
     std::lock_guard<std::mutex> lock(bp.mu);
@@ -93,7 +95,7 @@ inline fbuf alloc_floats(size_t n) {
     }
   }
   void* p;
-  if (bytes >= kHugeMinBytes) {
+  if (huge && bytes >= kHugeMinBytes) {
     p = std::aligned_alloc(kHuge, bytes);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     if (p) madvise(p, bytes, MADV_HUGEPAGE);  // a hint: without THP it is a no-op
