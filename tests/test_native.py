@@ -384,6 +384,7 @@ def test_big_outputs_are_recycled_through_the_buffer_pool(core, rng):
     kept = [a.copy() for a in first]
     for a in first[1:3]:                         # pooled: not numpy's own, writeable, C-contiguous
         assert not a.flags.owndata and a.flags.writeable and a.flags.c_contiguous
+        assert a.ctypes.data % 64 == 0           # cache-line aligned, as every kernel buffer
     assert first[0].flags.owndata               # dx (48 KB) is below the pool's size
     again = grads()                              # `first` still held: different memory, same values
     for a, b_, k in zip(first, again, kept):
