@@ -382,7 +382,9 @@ PYBIND11_MODULE(_core, m) {
      "GFLOP/s of a multiply-add loop on the best ISA this CPU runs (the machine's FMA peak)");
 
   m.def("release_scratch", [] {
-    for (auto* t : compiled_tables()) t->release_scratch();
+    // runnable ones only: a table this CPU cannot run never allocated, and its code may use
+    // instructions the CPU lacks (the AVX-512 one, built with ASan, clears its shadow with zmm)
+    for (auto* t : runnable_tables()) t->release_scratch();
   }, "free the calling thread's scratch buffers and the buffer pool's idle buffers (workspaces and "
      "output arrays kept for reuse between calls, to avoid page faults)");
   m.def("_pool_bytes", [] {
