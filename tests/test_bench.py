@@ -318,3 +318,20 @@ def test_core_round_trip_probe():
         ns = _core.core_round_trip_ns(usable[0], usable[1], 2000, 3)
         assert 0 < ns < 1e6
         assert sorted(os.sched_getaffinity(0)) == usable              # the caller's affinity restored
+
+
+def test_time_interleaved_times_every_contender_in_rotating_rounds(monkeypatch):
+    """Each round times every contender once, the order rotating by one per round, with `before`
+    run for the contender about to be timed; every contender gets `repeats` samples."""
+    from fastlstm.bench import runner
+
+    monkeypatch.setattr(runner, "SETTLE_S", 0.0)
+    monkeypatch.setattr(runner, "SETTLE_BETWEEN_S", 0.0)
+    calls, befores = [], []
+    fns = [lambda i=i: calls.append(i) for i in range(3)]
+    out = runner.time_interleaved(fns, repeats=4, warmup=1, min_time=0.0, before=befores.append)
+    assert [len(t["times_ms"]) for t in out] == [4, 4, 4]
+    assert all(t["inner"] == 1 and t["min_ms"] <= t["median_ms"] <= t["max_ms"] for t in out)
+    timed = calls[6:]                      # after each contender's warm-up and sizing call
+    assert timed == [0, 1, 2, 1, 2, 0, 2, 0, 1, 0, 1, 2]
+    assert befores[3:] == timed            # before() ran for the contender timed next

@@ -187,10 +187,58 @@ def time_call(fn: Callable[[], object], repeats: int, warmup: int, min_time: flo
     finally:
         if gc_was:
             gc.enable()
+    return _stats(samples, inner)
+
+
+def _stats(samples: list, inner: int) -> dict:
     a = np.array(samples)
-    return {"times_ms": samples, "inner": inner, "median_ms": float(np.median(a)),
+    return {"times_ms": list(samples), "inner": inner, "median_ms": float(np.median(a)),
             "min_ms": float(a.min()), "max_ms": float(a.max()),
             "q1_ms": float(np.percentile(a, 25)), "q3_ms": float(np.percentile(a, 75))}
+
+
+# Idle time before each sample of an interleaved round: long enough for an OpenMP or ONNX Runtime
+# pool of the contender before to stop spinning on the second core.
+SETTLE_BETWEEN_S = 0.03
+
+
+def time_interleaved(fns: Sequence[Callable[[], object]], repeats: int, warmup: int, min_time: float,
+                     before: Callable[[int], None] | None = None) -> list:
+    """time_call for several contenders at once, in rounds: each round times every contender once
+    (`inner` calls, sized as time_call sizes them), the order rotating by one each round. This VM's
+    speed changes for seconds at a time (the FMA peak of one core measured 82-102 GFLOP/s within
+    minutes on 2026-12-01; one forward took 5.6 or 7.7 ms in alternating spells of a few seconds),
+    which is as long as timing one contender after another takes, so a slow spell landed on one
+    contender of a cell and not on the next; in rounds it falls on all of them alike.
+    `before(i)` runs before each sample of contender i, untimed (thread counts)."""
+    time.sleep(SETTLE_S)
+    inner = []
+    for i, fn in enumerate(fns):
+        if before is not None:
+            before(i)
+        for _ in range(warmup):
+            fn()
+        t0 = time.perf_counter_ns()
+        fn()
+        inner.append(max(1, math.ceil(min_time * 1e9 / max(time.perf_counter_ns() - t0, 1))))
+    samples: list = [[] for _ in fns]
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(repeats):
+            for j in range(len(fns)):
+                i = (j + r) % len(fns)
+                if before is not None:
+                    before(i)
+                time.sleep(SETTLE_BETWEEN_S)
+                t0 = time.perf_counter_ns()
+                for _ in range(inner[i]):
+                    fns[i]()
+                samples[i].append((time.perf_counter_ns() - t0) / inner[i] / 1e6)
+    finally:
+        if gc_was:
+            gc.enable()
+    return [_stats(s, n) for s, n in zip(samples, inner)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,7 +436,10 @@ def _shape_row(shape: Shape, lengths) -> dict:
             "real_steps": int(shape.T * shape.B if lengths is None else np.sum(lengths))}
 
 
-def _bench_one(c, p: Problem, mode: str, opts: Options, ref_cache: dict, peak) -> dict:
+def _bench_one(c, p: Problem, mode: str, opts: Options, ref_cache: dict, peak, timed: list | None = None) -> dict:
+    """Gate, then time one contender. With `timed` (a list), a contender that passes the gate is
+    not timed: its prepared call is appended to `timed` and the row returned without a status,
+    for finish_row once time_interleaved has timed it with the others."""
     row = {"contender": c.name, "kind": c.kind, "mode": mode}
     gflop = flops(p.shape, p.lengths, mode) / 1e9
     row["gflop"] = gflop
@@ -415,12 +466,21 @@ def _bench_one(c, p: Problem, mode: str, opts: Options, ref_cache: dict, peak) -
     # 2. timing, on the full problem
     try:
         fn = c.prepare(p, mode)
+        if timed is not None:          # timed later, with others (time_interleaved)
+            timed.append(fn)
+            return row
         row.update(time_call(fn, opts.repeats, opts.warmup, opts.min_time))
     except Exception as e:
         row.update(status="error", note=f"error: {type(e).__name__}: {e}")
         return row
+    return finish_row(row, row, peak)
+
+
+def finish_row(row: dict, timing: dict, peak) -> dict:
+    """A row whose contender passed the gate, with its timing: status, GFLOP/s, % of peak."""
+    row.update(timing)
     row["status"] = "ok"
-    row["gflops"] = gflop / (row["median_ms"] / 1e3)
+    row["gflops"] = row["gflop"] / (row["median_ms"] / 1e3)
     row["pct_peak"] = None if peak is None else 100.0 * row["gflops"] / peak
     return row
 

@@ -115,17 +115,38 @@ def run(opts: SweepOptions) -> dict:
         # speed drifts by several percent over the minutes a pass takes, and the check "2 threads
         # never slower than 1" compares a cell's own timings (one pass each, the 2-thread times
         # came minutes after the 1-thread ones).
+        # Every contender of a shape, at every thread count, timed in rounds (time_interleaved):
+        # the host's slow spells last seconds, as long as a cell takes.
         for shape in shapes:
             p = make_problem(shape, opts.seed)
+            pending, fns, sets = [], [], []
             for n in opts.threads:
                 runner._set_threads(contenders, blas, n)
                 for (mode, role), c in table.items():
                     bar.describe(f"{n}t {mode} {shape.name} {c.name}")
                     c.set_threads(n)
-                    row = runner._bench_one(c, p, mode, ropts, ref_cache, peaks[n])
+                    timed: list = []
+                    row = runner._bench_one(c, p, mode, ropts, ref_cache, peaks[n], timed)
                     row.update(runner._shape_row(shape, None), threads=n, role=role)
                     results["rows"].append(row)
+                    if timed:
+                        pending.append(row)
+                        fns.append(timed[0])
+                        sets.append((c, n))
                     bar.advance()
+
+            def before(i, sets=sets):
+                c, n = sets[i]
+                runner._set_threads(contenders, blas, n)
+                c.set_threads(n)
+            bar.describe(f"timing {shape.name}")
+            try:
+                timings = runner.time_interleaved(fns, ropts.repeats, ropts.warmup, ropts.min_time, before)
+                for row, t in zip(pending, timings):
+                    runner.finish_row(row, t, peaks[row["threads"]])
+            except Exception as e:
+                for row in pending:
+                    row.update(status="error", note=f"error: {type(e).__name__}: {e}")
             ref_cache.clear()              # one shape's references at a time: memory stays flat
     finally:
         bar.close()
