@@ -99,7 +99,7 @@ def test_simd_math_accuracy_and_nan(isa, native, core):
 
 
 @pytest.mark.parametrize("isa", NATIVE_ISAS)
-@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (7, 3, 5), (37, 53, 71), (130, 300, 65), (5, 513, 33)])
+@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (7, 3, 5), (37, 53, 71), (130, 300, 65), (5, 513, 33), (48, 1100, 40)])
 def test_gemm(isa, M, K, N, native, core, rng):
     if isa not in core.supported_isas():
         pytest.skip(f"this CPU cannot run the {isa} path")
