@@ -611,3 +611,23 @@ def test_batch_first_reaches_the_kernels_without_copies(torch, ft, monkeypatch):
     y.backward(g)
     assert bwd == [(g.data_ptr(), True, False)]    # batch_first; no h0 given: no dh0 computed
     assert x.grad.shape == (4, 6, 3) and x.grad.is_contiguous()
+
+
+def test_interleaved_epoch_trains_each_fit_one_full_epoch(torch, ft, one_thread):
+    """The drop-in benchmark's segment-by-segment turns train every model on exactly the batches
+    of one plain epoch, in order: the same weights as epoch() gives, and a time for each."""
+    from fastlstm.bench import torch_loops
+
+    data = torch_loops.make_problem_data("forecast")
+    data = {k: v[:200] for k, v in data.items()}                # 7 batches of 32 (the last partial)
+    fits = {"a": torch_loops.TorchFit("forecast", data, torch.nn.LSTM, seed=0),
+            "b": torch_loops.TorchFit("forecast", data, ft.LSTM, seed=0)}
+    plain = torch_loops.TorchFit("forecast", data, torch.nn.LSTM, seed=0)
+    out = torch_loops.interleaved_epoch(fits)
+    plain.epoch()
+    assert set(out) == {"a", "b"} and all(w > 0 and c > 0 for w, c in out.values())
+    assert fits["a"].epochs == fits["b"].epochs == plain.epochs == 1
+    for (n, p), (_, q), (_, r) in zip(plain.model.named_parameters(), fits["a"].model.named_parameters(),
+                                      fits["b"].model.named_parameters()):
+        torch.testing.assert_close(q, p, rtol=0, atol=0, msg=n)
+        torch.testing.assert_close(r, p, rtol=2e-4, atol=1e-6, msg=n)

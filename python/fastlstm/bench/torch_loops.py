@@ -131,13 +131,16 @@ class TorchFit:
             return nn.functional.cross_entropy(self.model(t["X"]).reshape(-1, VOCAB_CHARS), t["y"].reshape(-1))
         return nn.functional.cross_entropy(self.model(t["X"], t["y_in"]).reshape(-1, VOCAB_S2S), t["y"].reshape(-1))
 
-    def epoch(self, max_batches: int | None = None) -> tuple[float, list]:
-        """One epoch (or its first max_batches batches): (wall seconds, per-batch losses)."""
+    def batches(self, max_batches: int | None = None) -> list:
+        """The next epoch's batches (index tensors; shuffled per epoch, seeded) and model.train()."""
         order = torch.from_numpy(np.random.default_rng([self.seed, self.epochs]).permutation(self.n))
         self.epochs += 1
-        batches = list(torch.split(order, self.batch))[:max_batches]
-        losses = []
         self.model.train()
+        return list(torch.split(order, self.batch))[:max_batches]
+
+    def train(self, batches) -> tuple[float, float, list]:
+        """Train on `batches` in turn: (wall seconds, CPU seconds of all threads, per-batch losses)."""
+        losses = []
         c0, t0 = time.process_time(), time.perf_counter()
         for idx in batches:
             self.opt.zero_grad()
@@ -145,8 +148,11 @@ class TorchFit:
             loss.backward()
             self.opt.step()
             losses.append(loss.item())
-        wall = time.perf_counter() - t0
-        self.last_cpu = time.process_time() - c0      # CPU seconds of all threads (shared machines)
+        return time.perf_counter() - t0, time.process_time() - c0, losses
+
+    def epoch(self, max_batches: int | None = None) -> tuple[float, list]:
+        """One epoch (or its first max_batches batches): (wall seconds, per-batch losses)."""
+        wall, self.last_cpu, losses = self.train(self.batches(max_batches))
         return wall, losses
 
 
@@ -160,13 +166,42 @@ def _set_threads(n: int) -> None:
     fastlstm.set_num_threads(n)
 
 
+# Each timed epoch runs in SEGMENTS runs of consecutive batches, the two modules taking turns
+# segment by segment (who goes first flipping each time). This VM's speed changes for seconds at a
+# time (one core's FMA peak 82-102 GFLOP/s within minutes); a seq2seq epoch takes ~0.6 s, so with
+# whole epochs in turn a slow spell could fall on one module's epoch and not the other's: six runs
+# of round 13 gave seq2seq 1.19-1.51x. A segment (5 seq2seq batches, ~70 ms) is long enough to keep
+# each library's thread pool busy as a real loop does, and SETTLE_S of idle time before each lets the
+# other library's spinning threads (OpenMP, fastlstm's pool) go to sleep first, untimed.
+SEGMENTS = 8
+SETTLE_S = 0.03
+
+
+def interleaved_epoch(fits: dict, max_batches: int | None = None) -> dict:
+    """One epoch of every TorchFit in `fits`, segment by segment in turn (see SEGMENTS).
+    Returns {key: (wall seconds, CPU seconds)}, each the sum over that fit's segments."""
+    plans = {k: f.batches(max_batches) for k, f in fits.items()}
+    n = len(next(iter(plans.values())))
+    bounds = np.linspace(0, n, min(SEGMENTS, n) + 1).round().astype(int)
+    out = {k: [0.0, 0.0] for k in fits}
+    keys = list(fits)
+    for j, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        for k in keys if j % 2 == 0 else keys[::-1]:
+            time.sleep(SETTLE_S)
+            wall, cpu, _ = fits[k].train(plans[k][a:b])
+            out[k][0] += wall
+            out[k][1] += cpu
+    return {k: tuple(v) for k, v in out.items()}
+
+
 def run_dropin_bench(threads=(1, 2), repeats: int = 5, quick: bool = False, problems=PROBLEMS,
                      seed: int = 0, progress=None) -> list:
     """Epoch time of each problem's loop with torch.nn.LSTM and with fastlstm.torch.LSTM.
 
     Per thread count (torch.set_num_threads and fastlstm.set_num_threads both) and problem: one
-    warm-up epoch each, then `repeats` epochs each, the two modules alternating epoch by epoch so
-    that a noisy machine hits both alike; the medians. quick: 4 batches per epoch, 2 repeats.
+    warm-up epoch each, then `repeats` epochs each, the two modules taking turns segment by
+    segment within every epoch (interleaved_epoch) so that a noisy machine hits both alike; the
+    medians. quick: 4 batches per epoch, 2 repeats.
     Rows: problem, threads, torch_s, fastlstm_s, ratio = torch_s / fastlstm_s (> 1: fastlstm faster),
     torch_cpu_s, fastlstm_cpu_s, cpu_ratio (the same in CPU seconds of all threads: steadier on a
     shared machine), repeats, batches, backend (the fastlstm backend that ran).
@@ -189,9 +224,9 @@ def run_dropin_bench(threads=(1, 2), repeats: int = 5, quick: bool = False, prob
                 for f in fits.values():
                     f.epoch(max_batches)                    # warm-up: allocations, Numba/oneDNN caches
                 for _ in range(repeats):
-                    for k, f in fits.items():
-                        times[k].append(f.epoch(max_batches)[0])
-                        cpu[k].append(f.last_cpu)
+                    for k, (wall, c) in interleaved_epoch(fits, max_batches).items():
+                        times[k].append(wall)
+                        cpu[k].append(c)
                 t_torch, t_fast = statistics.median(times["torch"]), statistics.median(times["fastlstm"])
                 c_torch, c_fast = statistics.median(cpu["torch"]), statistics.median(cpu["fastlstm"])
                 lstm = fits["fastlstm"].model.lstm if name != "seq2seq" else fits["fastlstm"].model.encoder
