@@ -33,6 +33,15 @@ std::atomic<long> g_backward_chunk{-1};
 std::atomic<int> g_last_chunks{0};
 std::mutex g_split_timing_mu;
 SplitTiming g_split_timings[kSplitTimings];
+
+float SplitTiming::estimate(int v) const {
+  const int n = (int)std::min(timed[v], 4u);
+  float t[4];
+  for (int i = 0; i < n; ++i) t[i] = ns[v][i];
+  for (int i = 1; i < n; ++i)  // insertion sort (std::sort of a float[4] trips GCC's -Warray-bounds)
+    for (int j = i; j > 0 && t[j - 1] > t[j]; --j) std::swap(t[j - 1], t[j]);
+  return n == 0 ? 0.f : n % 2 ? t[n / 2] : 0.5f * (t[n / 2 - 1] + t[n / 2]);
+}
 std::atomic<bool> g_split_adaptive{false};
 std::atomic<bool> g_prefer_serial{false};
 

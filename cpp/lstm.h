@@ -13,9 +13,6 @@
 #include <new>
 #include <utility>
 #include <vector>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 namespace fastlstm {
 
@@ -40,76 +37,25 @@ constexpr size_t kHugeMinBytes = size_t(1) << 20;
 constexpr size_t kPoolBytes = size_t(256) << 20;
 constexpr size_t kPoolBuffers = 64;
 
+// Defined once, in buffers.cpp (compiled for the baseline ISA): as inline functions here, each
+// kernel TU (built with its own -m flags) emitted its own weak copy, and the linker could keep the
+// AVX-512 TU's copy for every caller (an AVX-512 store in the allocation on an AVX2 CPU: SIGILL).
 struct BufferPool {
   std::mutex mu;
   std::vector<std::pair<void*, size_t>> free;  // (buffer, capacity in bytes)
   size_t bytes = 0;
 };
-inline BufferPool& buffer_pool() {
-  static BufferPool* pool = new BufferPool;  // never destroyed: buffers may be freed at exit
-  return *pool;
-}
-inline void release_buffer_pool() {
-  BufferPool& bp = buffer_pool();
-  std::lock_guard<std::mutex> lock(bp.mu);
-  for (auto& f : bp.free) std::free(f.first);
-  bp.free.clear();
-  bp.bytes = 0;
-}
+BufferPool& buffer_pool();
+void release_buffer_pool();
 
 struct FreeDeleter {
   size_t bytes = 0;  // capacity
-  void operator()(float* p) const noexcept {
-    if (p && bytes >= kPoolMinBytes) {
-      BufferPool& bp = buffer_pool();
-      std::lock_guard<std::mutex> lock(bp.mu);
-      if (bp.free.size() < kPoolBuffers && bp.bytes + bytes <= kPoolBytes) {
-        bp.free.emplace_back(p, bytes);
-        bp.bytes += bytes;
-        return;
-      }
-    }
-    std::free(p);
-  }
+  void operator()(float* p) const noexcept;  // back to the pool, or freed
 };
 using fbuf = std::unique_ptr<float[], FreeDeleter>;
 // huge = false: no rounding to 2 MB (output arrays a caller may keep: their exact size, unless the
 // pool has a buffer within 2x)
-inline fbuf alloc_floats(size_t n, bool huge = true) {
-  constexpr size_t kHuge = size_t(2) << 20, kLine = 64;
-  size_t bytes = std::max<size_t>(n, 1) * sizeof(float);
-  if (huge && bytes >= kHugeMinBytes) bytes = (bytes + kHuge - 1) / kHuge * kHuge;
-  if (bytes >= kPoolMinBytes) {  // the smallest pooled buffer that fits, if within 2x
-    BufferPool& bp = buffer_pool();
-    std::lock_guard<std::mutex> lock(bp.mu);
-    size_t best = bp.free.size();
-    for (size_t i = 0; i < bp.free.size(); ++i)
-      if (bp.free[i].second >= bytes && bp.free[i].second <= 2 * bytes &&
-          (best == bp.free.size() || bp.free[i].second < bp.free[best].second))
-        best = i;
-    if (best < bp.free.size()) {
-      auto f = bp.free[best];
-      bp.free.erase(bp.free.begin() + (long)best);
-      bp.bytes -= f.second;
-      return fbuf(static_cast<float*>(f.first), FreeDeleter{f.second});
-    }
-  }
-  void* p;
-  if (huge && bytes >= kHugeMinBytes) {
-    p = std::aligned_alloc(kHuge, bytes);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (p) madvise(p, bytes, MADV_HUGEPAGE);  // a hint: without THP it is a no-op
-#endif
-  } else {
-    // a cache line: malloc's 16 bytes left a 32-byte load across two lines every other vector
-    // (the weights of a prepacked forward at (30,64,8,200) on Zen 3 ran 1.27x slower in the
-    // processes where they were not 64-byte aligned)
-    bytes = (bytes + kLine - 1) / kLine * kLine;
-    p = std::aligned_alloc(kLine, bytes);
-  }
-  if (!p) throw std::bad_alloc();
-  return fbuf(static_cast<float*>(p), FreeDeleter{bytes});
-}
+fbuf alloc_floats(size_t n, bool huge = true);
 
 // What forward keeps for backward (training), in the kernel's internal layout: rows sorted by
 // length (perm), compact step order (only the real steps of every step s: Bs[s] rows at
@@ -218,13 +164,7 @@ struct SplitTiming {
   unsigned runs[2] = {0, 0};     // loops run
   unsigned timed[2] = {0, 0};    // loops timed (not the first after a change of variant)
   int last = -1;                 // the variant of the last loop
-  float estimate(int v) const {  // the median of the last (up to) 4 timed
-    const int n = (int)std::min(timed[v], 4u);
-    float t[4];
-    for (int i = 0; i < n; ++i) t[i] = ns[v][i];
-    std::sort(t, t + n);
-    return n == 0 ? 0.f : n % 2 ? t[n / 2] : 0.5f * (t[n / 2 - 1] + t[n / 2]);
-  }
+  float estimate(int v) const;   // the median of the last (up to) 4 timed (dispatch.cpp)
 };
 constexpr int kSplitTimings = 256;  // 4-way: a key's entry is one of 4 consecutive slots
 extern std::mutex g_split_timing_mu;
