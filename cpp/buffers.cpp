@@ -68,4 +68,16 @@ fbuf alloc_floats(size_t n, bool huge) {
   return fbuf(static_cast<float*>(p), FreeDeleter{bytes});
 }
 
+fbuf alloc_floats_kept(size_t n) {
+  constexpr size_t kHuge = size_t(2) << 20, kLine = 64;
+  const size_t bytes = (std::max<size_t>(n, 1) * sizeof(float) + kLine - 1) / kLine * kLine;
+  if (bytes < kHuge) return alloc_floats(n, false);
+  void* p = nullptr;
+  if (posix_memalign(&p, kHuge, bytes) != 0) throw std::bad_alloc();  // no size rule, unlike aligned_alloc
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  madvise(p, bytes / kHuge * kHuge, MADV_HUGEPAGE);  // the whole 2 MB sections; a hint
+#endif
+  return fbuf(static_cast<float*>(p), FreeDeleter{bytes});
+}
+
 }  // namespace fastlstm

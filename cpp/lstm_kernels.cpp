@@ -994,7 +994,7 @@ static void pack_weights(const float* W_ih, const float* W_hh, const float* b, i
   const size_t n = (size_t)I * G + (size_t)Hp * G + G;
   float* buf;
   if (persistent) {
-    P.storage = alloc_floats(n, /*huge=*/false);
+    P.storage = alloc_floats_kept(n);
     buf = P.storage.get();
   } else {
     buf = scratch(S_PACK, n);
