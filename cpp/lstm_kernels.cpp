@@ -99,10 +99,11 @@ static void release_scratch() {
 // The AVX2 3×4 tile (12 accumulators of 16 ymm) with three weight vectors in registers and the
 // fourth a memory operand: 9 loads per 12 FMAs. Written out because GCC keeps only two weight
 // vectors in registers and re-loads the other two for every row (11 loads per 12 FMAs), however
-// the intrinsics are ordered. A's rows are ra bytes apart, k contiguous (rows of x or h: the
-// fused gate tile). Forward on Zen 3, both builds in one process: 1.03-1.05x at (7,128,16,128),
-// (50,64,100,100), (50,32,200,200), (24,32,1,50); training 1.00-1.02x. The big GEMMs' packed-A
-// tile, written out the same way, ran within ±1% of GCC's: not taken.
+// the intrinsics are ordered. A's rows are ra bytes apart, k contiguous: rows of x or h (the
+// fused gate tile) and the big GEMMs' A read in place. Forward on Zen 3, both builds in one
+// process: 1.03-1.05x at (7,128,16,128), (50,64,100,100), (50,32,200,200), (24,32,1,50);
+// training 1.00-1.02x. Written out the same way, the big GEMMs' packed-A tile and a strided one
+// for gemm_tn ran within ±1-2% of GCC's code: not taken.
 // (asm operands: 12 accumulators, a and b read-write, two inputs = GCC's limit of 30)
 static inline void micro34_avx2(long K, const float* a, long ra, const float* bp, V (&acc)[3][4]) {
   const float* bend = bp + K * 4 * W;
