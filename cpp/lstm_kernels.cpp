@@ -938,8 +938,8 @@ static inline void fwd_tile(const FwdStep& s, long p, long r0) {
       acc[i][q] = load(s.zx + (r0 + i) * G + p * 4 * W + q * W);
     // the next tile's Zx lines (the rows below, or the next step's): rows are 4Hp floats apart,
     // a stride no hardware prefetcher follows, and the K loop cannot start until they arrive.
-    // Forward, Zen 3, both builds in one process: 1.02-1.03x at (20,1|4|64,·,512|256) (a prefetch
-    // never faults, so rows past the last are harmless)
+    // Forward, Zen 3, both builds in one process: 1.02-1.04x at (20,1|4|64,·,512|256), 1.00x at
+    // (20,32,512,512) (a prefetch never faults, so rows past the last are harmless)
     FL_UNROLL for (int i = 0; i < MR; ++i) for (int b = 0; b < 4 * W; b += 64 / (int)sizeof(float))
       __builtin_prefetch(s.zx + (r0 + MR + i) * G + p * 4 * W + b);
   }
@@ -959,7 +959,7 @@ static inline void fwd_tile(const FwdStep& s, long p, long r0) {
       FL_UNROLL for (int q = 0; q < 4; ++q) store(g + q * W, z[0][q]);
       store_state(s, row, u0, ny, c[0], h[0]);
     }
-  } else {  // inference: all rows at once (forward 1.02-1.07x at H <= 128 on Zen 3)
+  } else {  // inference: all rows at once (forward 1.01-1.07x at H <= 128 on Zen 3, ±1% at 200-300)
     V c_prev[MR], c[MR], h[MR];
     FL_UNROLL for (int i = 0; i < MR; ++i) c_prev[i] = load(s.c + (r0 + i) * s.Hp + u0);
     cell<MR>(acc, c_prev, c, h);
