@@ -475,6 +475,10 @@ PYBIND11_MODULE(_core, m) {
         "backward policy: run the steps in chunks of about bytes of dZ, each chunk's products after "
         "it, at any thread count (-1: the kernels' rule, the default); returns the previous setting");
   m.def("_last_chunks", [] { return g_last_chunks.load(); }, "how many chunks of steps the last backward ran");
+  m.def("_last_dx", [] {
+    static const char* names[] = {"none", "dots", "panels", "gemm"};
+    return std::string(names[g_last_dx.load()]);
+  }, "how the last backward computed dX: none (not wanted), dots, panels or gemm");
   m.def("_set_split_adaptive", [](bool on) { return g_split_adaptive.exchange(on); }, py::arg("on"),
         "whether loops the rule splits are timed and run split or on one thread, the faster "
         "(FASTLSTM_SPLIT=measured; default false: the static rule alone); returns the previous");

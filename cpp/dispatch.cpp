@@ -31,6 +31,7 @@ std::atomic<int> g_last_split{0};
 std::atomic<long> g_last_steals{0};
 std::atomic<long> g_backward_chunk{-1};
 std::atomic<int> g_last_chunks{0};
+std::atomic<int> g_last_dx{0};
 std::mutex g_split_timing_mu;
 SplitTiming g_split_timings[kSplitTimings];
 

@@ -158,6 +158,8 @@ extern std::atomic<long> g_last_steals;
 // backward ran
 extern std::atomic<long> g_backward_chunk;
 extern std::atomic<int> g_last_chunks;
+// how the last backward computed dX: 0 not wanted, 1 dot products, 2 dx_panels, 3 Gemm4
+extern std::atomic<int> g_last_dx;
 // Split or serial by measurement (FASTLSTM_SPLIT=measured; choose_split in lstm_kernels.cpp):
 // per loop kind and size, the last timings per row-step with one thread and split.
 struct SplitTiming {

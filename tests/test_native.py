@@ -650,10 +650,11 @@ def test_split_runs_a_late_threads_parts(isa, split, T, B, I, H, lens, rev, nati
 
 
 @pytest.mark.parametrize("isa", NATIVE_ISAS)
-@pytest.mark.parametrize("I", [1, 16, 17])
-def test_dx_dot_products_and_gemm_meet_at_the_boundary(isa, I, native, core, rng):
-    """dX runs as dot products for I <= 16 and as a GEMM above; both sides of the boundary, with
-    ragged lengths (dX rows scattered back) and H leaving a partly padded vector."""
+@pytest.mark.parametrize("I", [1, 8, 12, 16, 17])
+def test_dx_dot_products_panels_and_gemm_meet_at_the_boundaries(isa, I, native, core, rng):
+    """dX runs as dot products for I <= 16, as two-vector panels for 12 <= I <= 16 on AVX2, and as
+    a GEMM above 16; each side of each boundary, with ragged lengths (dX rows scattered back) and H
+    leaving a partly padded vector."""
     if isa not in core.supported_isas():
         pytest.skip(f"this CPU cannot run the {isa} path")
     T, B, H = 4, 9, 21
@@ -664,6 +665,8 @@ def test_dx_dot_products_and_gemm_meet_at_the_boundary(isa, I, native, core, rng
         y, hT, cT, tape = fastlstm.lstm_forward(*args, lengths, training=True, backend="native")
         dx = fastlstm.lstm_backward(dy, None, None, tape)[0]
         assert native.last_isa() == isa
+    want_path = "gemm" if I > 16 else "panels" if isa == "avx2" and I >= 12 else "dots"
+    assert core._last_dx() == want_path
     a64 = [a.astype(np.float64) for a in args]
     *_, ws = ref.lstm_forward(*a64, lengths, False, True)
     z = np.zeros((B, H))
