@@ -1343,8 +1343,8 @@ static inline void copy_floats(float* d, const float* s, long n) {
 }
 
 // The dW product, [dW_ih | dW_hh | db] over all real steps, in one of two orientations:
-//   small result (4H·(I + H + 1) floats up to kTnMaxC): [X | H_prev | 1]ᵀ·dZ by gemm_tn, dZ read
-//     in place (pack_xh_rows);
+//   small result (4H·(I + H + 1) floats up to kTnMaxC): [X | H_prev | 1]ᵀ·dZ by gemm_tn, dZ,
+//     h_{t-1} and (unless permuted) x read in place;
 //   large: dZᵀ·[X | H_prev | 1] by Gemm4, dZᵀ packed block by block (pack_xh_panels).
 // gemm_tn reloads its result every KCT rows of K, which is cheap while the result stays in L2;
 // at (20,64,512,512) (an 8 MB result) it ran the backward 5-13% slower than Gemm4. Gemm4's
@@ -1366,22 +1366,6 @@ constexpr long kTnMaxC = 1L << 18;  // floats: a 1 MB result
 // overrides the rule (tests, measurements).
 constexpr long kChunkBytes = 2L << 20;
 constexpr long kChunkMaxResult = 3L << 20;
-
-// [X | H_prev | 1] row by row for gemm_tn: row n (F = I + H + 1 floats at out + n·F) is x row
-// src[n] (src null: n), h_{t-1} of that row, and a 1 (its row of the product is db = Σ_n dz_n).
-static void pack_xh_rows(const float* x, long I, const long* src, const float* hp, long ldh, long H, long N,
-                         float* out, int threads) {
-  const long F = I + H + 1;
-  constexpr long chunk = 256;  // rows per work item
-  for_panels((N + chunk - 1) / chunk, N * F, threads, [&](long j) {
-    for (long n = j * chunk; n < std::min(N, (j + 1) * chunk); ++n) {
-      float* o = out + n * F;
-      copy_floats(o, x + (src ? src[n] : n) * I, I);
-      copy_floats(o + I, hp + n * ldh, H);
-      o[I + H] = 1.f;
-    }
-  });
-}
 
 // [X | H_prev | 1] as the B operand of [dW_ih | dW_hh | db] = dZᵀ·[X | H_prev | 1]: K = N
 // compact rows, I + H (+ 1 with ones) columns in 4W-wide panels; X row n is x row src[n]
@@ -1411,15 +1395,24 @@ static void pack_xh_panels(const float* x, long I, const long* src, const float*
   });
 }
 
-// C(F, G) = Xᵀ·Z, C(f, g) = Σ_k X(k, f)·Z(k, g): X (ldx) and Z (ldz) row-major over k and read
-// in place, X broadcast, Z the vector operand (its rows padded to whole vectors, the padding
-// finite); C row-major, ldc ≥ G rounded up to W (whole vectors stored). Z, the big operand, is
-// read once, a KCT × 4W panel at a time (32 KB on AVX-512: reused from L1 by every register tile
-// of F), X from L2. Threads take ranges of whole vectors of G, so each reads its own part of Z.
+// C(F, G) = Xᵀ·Z, C(f, g) = Σ_k X(k, f)·Z(k, g), X given as blocks of its columns f (TnX: block
+// b's column f is p[k·ld + f], f < cols; ld 0 repeats one value for every k, the ones column of
+// db), read in place; Z (ldz) row-major over k and read in place, the vector operand (its rows
+// padded to whole vectors, the padding finite); C row-major, ldc ≥ G rounded up to W (whole
+// vectors stored), the blocks' rows in order, F = Σ cols. Z, the big operand, is read once, a
+// KCT × 4W panel at a time (32 KB on AVX-512: reused from L1 by every register tile of F), X from
+// L2. Threads take ranges of whole vectors of G, so each reads its own part of Z.
 constexpr long KCT = 128;
-static void gemm_tn(long F, long G, long K, const float* X, long ldx, const float* Z, long ldz, float* C,
-                    long ldc, int threads, bool accumulate = false) {
+struct TnX {
+  const float* p;
+  long ld, cols;
+};
+template <int NB>
+static void gemm_tn(const TnX (&X)[NB], long G, long K, const float* Z, long ldz, float* C, long ldc, int threads,
+                    bool accumulate = false) {
   const long nvec = (G + W - 1) / W;
+  long F = 0;
+  for (const TnX& b : X) F += b.cols;
   if (K <= 0) {  // an empty sum (every length 0)
     if (!accumulate) std::memset(C, 0, sizeof(float) * F * ldc);
     return;
@@ -1433,15 +1426,19 @@ static void gemm_tn(long F, long G, long K, const float* X, long ldx, const floa
       for (long p = 0; p < panels; ++p) {
         const long pv0 = v0 + (v1 - v0) * p / panels, pv1 = v0 + (v1 - v0) * (p + 1) / panels;
         with_rows<4>((int)(pv1 - pv0), [&]<int NV>() {
-          for_tiles<MR4>((int)F, [&]<int M>(int r0) {
-            float* c = C + r0 * ldc + pv0 * W;
-            V acc[M][NV];
-            FL_UNROLL for (int i = 0; i < M; ++i) FL_UNROLL for (int v = 0; v < NV; ++v)
-              acc[i][v] = kc0 || accumulate ? load(c + i * ldc + v * W) : zero();
-            micro<M, NV>(kc, X + kc0 * ldx + r0, 1, ldx, Z + kc0 * ldz + pv0 * W, acc, ldz);
-            FL_UNROLL for (int i = 0; i < M; ++i) FL_UNROLL for (int v = 0; v < NV; ++v)
-              store(c + i * ldc + v * W, acc[i][v]);
-          });
+          long f0 = 0;  // C row of the block's first column
+          for (const TnX& b : X) {
+            for_tiles<MR4>((int)b.cols, [&]<int M>(int r0) {
+              float* c = C + (f0 + r0) * ldc + pv0 * W;
+              V acc[M][NV];
+              FL_UNROLL for (int i = 0; i < M; ++i) FL_UNROLL for (int v = 0; v < NV; ++v)
+                acc[i][v] = kc0 || accumulate ? load(c + i * ldc + v * W) : zero();
+              micro<M, NV>(kc, b.p + kc0 * b.ld + r0, 1, b.ld, Z + kc0 * ldz + pv0 * W, acc, ldz);
+              FL_UNROLL for (int i = 0; i < M; ++i) FL_UNROLL for (int v = 0; v < NV; ++v)
+                store(c + i * ldc + v * W, acc[i][v]);
+            });
+            f0 += b.cols;
+          }
         });
       }
     }
@@ -1594,7 +1591,7 @@ static void lstm_backward(const BackwardArgs& a) {
   const bool ones = (I + H) % W != 0;  // Gemm4: the ones column rides in a free lane (else asum)
   const long ldw = (I + H + (ones ? 1 : 0) + 4 * W - 1) / (4 * W) * (4 * W);
   const long ldc = (Gz + W - 1) / W * W;
-  float* XH = scratch(S_XB, (size_t)zrows * (tn ? F : ldw));
+  float* XH = scratch(S_XB, (size_t)zrows * (tn ? I : ldw));  // tn: gathered x rows; else the packed panels
   float* dWt = scratch(S_DWI, tn ? (size_t)F * ldc : (size_t)Gz * ldw);  // tn: (F, ldc), else (4H, ldw)
   int chunks = 0;
   std::vector<float> dbp(Gz, 0.f);
@@ -1618,8 +1615,19 @@ static void lstm_backward(const BackwardArgs& a) {
     }
     const float* hp = ws.hprev.get() + n0 * ws.ldh;
     if (tn) {
-      pack_xh_rows(xc, I, sc, hp, ws.ldh, H, Nc, XH, a.threads);
-      gemm_tn(F, Gz, Nc, XH, F, dZ, ldz, dWt, ldc, a.threads, accumulate);
+      // [X | H_prev | 1] read in place: h_{t-1} rows as they are (ldh apart), the ones column
+      // as one value (ld 0); only x rows are gathered, when they are permuted (batch-first,
+      // lengths). Packing [X | H_prev | 1] row by row first cost a copy of every h_{t-1}: without
+      // it training ran 1.01-1.06x on 2 threads at (7,128,16,128), (4,128,16,128), (24,32,1,50),
+      // (100,32,10,100), (50,64,100,100) and within ±2% on one (Zen 3, both builds in one process).
+      static const float one = 1.f;
+      const float* xr = xc;
+      if (sc) {
+        for (long n = 0; n < Nc; ++n) copy_floats(XH + n * I, a.x + sc[n] * I, I);
+        xr = XH;
+      }
+      const TnX xs[3] = {{xr, I, I}, {hp, ws.ldh, H}, {&one, 0, 1}};
+      gemm_tn(xs, Gz, Nc, dZ, ldz, dWt, ldc, a.threads, accumulate);
     } else {
       // [dW_ih | dW_hh | db] = dZᵀ · [X | H_prev | 1] in one GEMM (A = dZᵀ: ars = 1, acs = ldz),
       // so dZᵀ is packed once; I + H columns padded once (padded separately, I = 1 cost a whole
