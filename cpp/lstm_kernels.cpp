@@ -1619,7 +1619,8 @@ static void lstm_backward(const BackwardArgs& a) {
       // as one value (ld 0); only x rows are gathered, when they are permuted (batch-first,
       // lengths). Packing [X | H_prev | 1] row by row first cost a copy of every h_{t-1}: without
       // it training ran 1.01-1.06x on 2 threads at (7,128,16,128), (4,128,16,128), (24,32,1,50),
-      // (100,32,10,100), (50,64,100,100) and within ±2% on one (Zen 3, both builds in one process).
+      // (100,32,10,100), (150,32,1,64), (50,64,100,100), 0.96-1.02x on one (Zen 3, both builds
+      // in one process).
       static const float one = 1.f;
       const float* xr = xc;
       if (sc) {
