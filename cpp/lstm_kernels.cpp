@@ -1309,9 +1309,9 @@ static void dx_dots(long N, long I, long G, const float* dZ, long ldz, const flo
 // (kDxPanelMinI..2W: 12-16 on AVX2): Wp = W_ihᵀ packed as G compact gate rows of 2W floats
 // (pack_rows), register tiles of MR2 dZ rows × 2 vectors, the per-step dh product's tile. The dot
 // products pay a horizontal sum per output and re-stream W_ihᵀ (32 KB at I = 16) for each block
-// of four inputs. Training on Zen 3, both builds in one process: 1.02-1.04x at (7,128,16,128),
-// (4,128,16,128) and (50,32,16,64) (1 and 2 threads). With one vector (I = 7, 8: 12 rows × 1
-// vector) it ran 0.98-0.99x: those stay dot products.
+// of four inputs. Training on Zen 3, both builds in one process: 1.02-1.04x at (7,128,16,128)
+// and (50,32,16,64), 0.99-1.03x at (4,128,16,128) (1 and 2 threads). With one vector (I = 7, 8:
+// 12 rows × 1 vector) it ran 0.98-0.99x: those stay dot products.
 constexpr long kDxPanelMinI = 3 * W / 2;
 constexpr bool kDxPanels = W == 8;  // measured on AVX2 only (AVX-512's I <= kDotMaxI is one vector)
 static void dx_panels(long N, long I, long G, const float* dZ, long ldz, const float* Wp, float* dx, const long* src,
