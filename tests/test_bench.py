@@ -259,9 +259,17 @@ def test_sweep_end_to_end_writes_heat_map_json_and_worst_cells(tmp_path):
         assert c["best_peer_ms"] == min(peers) and c["ratio"] == pytest.approx(c["best_peer_ms"] / c["native_ms"])
         assert (c["mode"] == "train") == ("target" in c)
         assert ("native_vs_first" in c) == (c["threads"] == 2)
+        assert c["native_split"] == "serial"                # H = 5, B = 3: the rule keeps one thread
     text = sweep.format_text(res)
     assert "forward, 1 thread(s): 2 cells" in text and "train, 2 thread(s): 2 cells" in text
     assert "slower than 1 thread:" in text and "H5 B3 I1" in text
+    # a 2-thread cell slower than 1 thread is told apart by the path its 2-thread run took
+    fwd2 = [c for c in cells if c["threads"] == 2 and c["mode"] == "forward"]
+    for c, split in zip(fwd2, ("serial", "rows")):
+        c["native_vs_first"], c["native_split"] = 0.9, split
+    text = sweep.format_text(res)
+    assert "native at 2 cells (1 of them on one thread at 2 threads too: the same code" in text
+    assert "native 0.90× [serial]" in text and "native 0.90× [rows]" in text
     png, js = tmp_path / "s.png", tmp_path / "s.json"
     sweep.write_plot(res, str(png))
     sweep.write_json(res, str(js))
