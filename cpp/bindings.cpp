@@ -468,6 +468,10 @@ PYBIND11_MODULE(_core, m) {
         "how many parts the last recurrent loop split over threads ran for a late thread");
   m.def("_set_steal_test_delay", [](int us) { return StepTeam::test_delay_us.exchange(us); }, py::arg("us"),
         "tests: the last thread of a units split sleeps us µs before step 1 (0: off); returns the previous");
+  m.def("_last_late_joins", [] { return g_last_late_joins.load(); },
+        "how many threads of the last recurrent loop came late, before running any part, and joined at a later step");
+  m.def("_set_late_join_test_delay", [](int us) { return StepTeam::test_join_delay_us.exchange(us); },
+        py::arg("us"), "tests: the last thread of a split loop sleeps us µs before step 0 (0: off); returns the previous");
   m.def("_last_fused", [] { return g_last_fused.load(); }, "whether the last forward fused the input projection");
   m.def("_last_h0_zero", [] { return g_last_h0_zero.load(); },
         "whether the last forward found h0 all zeros and skipped step 0's h0·W_hhᵀ");

@@ -29,6 +29,7 @@ std::atomic<bool> g_last_h0_zero{false};
 std::atomic<int> g_split{0};
 std::atomic<int> g_last_split{0};
 std::atomic<long> g_last_steals{0};
+std::atomic<long> g_last_late_joins{0};
 std::atomic<long> g_backward_chunk{-1};
 std::atomic<int> g_last_chunks{0};
 std::atomic<int> g_last_dx{0};

@@ -153,6 +153,8 @@ extern std::atomic<int> g_last_split;
 // how many parts the last recurrent loop (forward or backward) split over threads ran for a
 // late owner (StepTeam)
 extern std::atomic<long> g_last_steals;
+// how many participants of the last recurrent loop came late, before running any part, and joined
+extern std::atomic<long> g_last_late_joins;
 // the backward's chunk of dZ in bytes (see kChunkBytes; -1: the kernels' rule, else chunks of
 // that many bytes at any thread count, at least a step each); last_chunks: how many the last
 // backward ran

@@ -1041,6 +1041,7 @@ static void run_loop(const LoopPlan& plan, const std::vector<int>& len, long N, 
     }
   }, !join_first);
   g_last_steals.store(team.steals(), std::memory_order_relaxed);
+  g_last_late_joins.store(team.late_joins(), std::memory_order_relaxed);
   if (plan.slot >= 0)
     note_split_timing(plan, std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() /
                                 std::max<long>(timed >= 0 ? timed : N, 1));

@@ -13,6 +13,8 @@
 #endif
 #if defined(__linux__)
 #include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 namespace fastlstm {
@@ -90,6 +92,7 @@ class Pool {
     {
       std::lock_guard<std::mutex> lk(m_);
       caller_cpu_ = current_cpu();
+      steer_locked(caller_cpu_);
       ++wake_gen_;
     }
     cv_.notify_all();
@@ -105,9 +108,11 @@ class Pool {
     }
     grow(n - 1);
     long gen;
+    const bool asleep = !workers_awake();
     {
       std::lock_guard<std::mutex> lk(m_);
       caller_cpu_ = current_cpu();
+      if (asleep) steer_locked(caller_cpu_);
       fn_ = &fn;
       active_ = n - 1;
       ++job_gen_;
@@ -164,8 +169,38 @@ class Pool {
     }
   }
 
+  // Sleeping workers are woken off the caller's CPU. Linux wakes a thread on its waker's CPU
+  // when it judges that cache warm, and a worker queued there behind the running caller waited
+  // for its time slice: a units split at B = 1 after 30 ms idle had its worker join after 2+ ms,
+  // all 50 steps of a (50,1,200,200) forward run by the caller alone (StepTeam steals), where
+  // a worker woken on the idle vCPU joins in 60-250 µs. So before the wake-up the workers'
+  // affinity leaves out the caller's CPU, and each worker restores the process's mask once it
+  // runs (leave_cpu below does the same for one already placed there). Linux only.
+  void steer_locked(int cpu) {  // under m_
+#if defined(__linux__)
+    if (cpu < 0 || cpu >= CPU_SETSIZE || tids_.empty()) return;
+    cpu_set_t others;
+    if (sched_getaffinity(0, sizeof steer_restore_, &steer_restore_) != 0 || !CPU_ISSET(cpu, &steer_restore_)) return;
+    others = steer_restore_;
+    CPU_CLR(cpu, &others);
+    if (CPU_COUNT(&others) == 0) return;
+    for (long tid : tids_)
+      if (tid > 0) sched_setaffinity((pid_t)tid, sizeof others, &others);
+    ++steer_gen_;
+#else
+    (void)cpu;
+#endif
+  }
+
   void loop(int id) {
-    long seen = 0, seen_wake = 0;
+    long seen = 0, seen_wake = 0, seen_steer = 0;
+#if defined(__linux__)
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      if ((int)tids_.size() < id) tids_.resize(id, 0);
+      tids_[id - 1] = (long)syscall(SYS_gettid);
+    }
+#endif
     for (;;) {
       // spin a little before sleeping: back-to-back kernel calls (a training step's forward,
       // the Python between, its backward) then skip the wake-up cost (60-250 µs on a VM)
@@ -180,6 +215,12 @@ class Pool {
         cv_.wait(lk, [&] { return stop_ || job_gen_ != seen || wake_gen_ != seen_wake; });
         if (stop_) return;
         seen_wake = wake_gen_;
+#if defined(__linux__)
+        if (steer_gen_ != seen_steer) {  // woken off the caller's CPU: the scheduler is free again
+          seen_steer = steer_gen_;
+          sched_setaffinity(0, sizeof steer_restore_, &steer_restore_);
+        }
+#endif
         if (job_gen_ == seen) {  // woken without a job (wake): spin for the job to come
           caller_cpu = caller_cpu_;
           lk.unlock();
@@ -225,6 +266,11 @@ class Pool {
   int caller_cpu_ = -1;  // the CPU the job's caller ran on when it posted the job
   long job_gen_ = 0;
   long wake_gen_ = 0;  // wake() calls
+  std::vector<long> tids_;  // the workers' thread ids (Linux), for steer_locked
+  long steer_gen_ = 0;      // steer_locked calls
+#if defined(__linux__)
+  cpu_set_t steer_restore_;  // the affinity the workers take back after a steered wake-up
+#endif
   std::atomic<long> job_gen_seen_{0};
   std::atomic<int> pending_{0};
   std::atomic<uint64_t> seats_{0};  // pack_seats(job, seats not yet taken in the forming team)
@@ -240,6 +286,7 @@ Pool& pool() {
 }  // namespace
 
 std::atomic<int> StepTeam::test_delay_us{0};
+std::atomic<int> StepTeam::test_join_delay_us{0};
 
 namespace {
 std::atomic<int64_t> g_last_team_end_ns{0};

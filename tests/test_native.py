@@ -650,6 +650,81 @@ def test_split_runs_a_late_threads_parts(isa, split, T, B, I, H, lens, rev, nati
 
 
 @pytest.mark.parametrize("isa", NATIVE_ISAS)
+@pytest.mark.parametrize("lens,rev", [(False, False), (True, True)])
+def test_split_lets_a_worker_that_comes_late_join(isa, lens, rev, native, core, rng):
+    """A worker that arrives after the caller ran its part of the first steps (as one woken from
+    sleep does) joins the units split at a later step instead of leaving the loop to the caller;
+    a rows split is one step, so there it cannot join and the caller runs its rows. The results
+    are the one-thread run's (400 steps: a float64 reference drifts apart in float32)."""
+    if isa not in core.supported_isas():
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    T, I, H = 400, 8, 257
+    for split, B in (("units", 1), ("rows", 4)):
+        args = random_problem(rng, T, B, I, H, dtype=np.float32, scale=0.3)
+        lengths = random_lengths(rng, T, B) if lens and B > 1 else None
+        dy = rng.standard_normal((T, B, H)).astype(np.float32)
+        old_split, old_threads = core._set_split(split), fastlstm.get_num_threads()
+        joins, steals = {"forward": 0, "backward": 0}, 0
+        try:
+            with native.use_isa(isa):
+                fastlstm.set_num_threads(1)
+                y1, h1, c1, tape = fastlstm.lstm_forward(*args, lengths, reverse=rev, training=True, backend="native")
+                g1 = fastlstm.lstm_backward(dy, None, None, tape)
+                fastlstm.set_num_threads(2)
+                # units: back within the loop, so it joins; rows: back after the caller's rows
+                old_delay = core._set_late_join_test_delay(500 if split == "units" else 20000)
+                try:
+                    for _ in range(3):  # a stall of the caller itself could let the sleeper come back in time
+                        y, hT, cT, tape = fastlstm.lstm_forward(*args, lengths, reverse=rev, training=True,
+                                                                backend="native")
+                        assert core._last_split() == split
+                        joins["forward"] += core._last_late_joins()
+                        steals += core._last_steals()
+                        grads = fastlstm.lstm_backward(dy, None, None, tape)
+                        joins["backward"] += core._last_late_joins()
+                        steals += core._last_steals()
+                        for got, want in ((y, y1), (hT, h1), (cT, c1)):   # each unit's arithmetic is the same
+                            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+                        for g, w in zip(grads, g1):                       # sums over parts: another order
+                            assert np.abs(g - w).max() <= 1e-5 * max(np.abs(w).max(), 1e-30)
+                finally:
+                    core._set_late_join_test_delay(old_delay)
+        finally:
+            core._set_split(old_split)
+            fastlstm.set_num_threads(old_threads)
+        assert steals > 0
+        if split == "units":
+            assert joins["forward"] > 0 and joins["backward"] > 0, joins
+        else:
+            assert joins == {"forward": 0, "backward": 0}, joins
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2,
+                    reason="the workers are steered by CPU affinity on Linux, with 2+ CPUs allowed")
+def test_workers_woken_off_the_callers_cpu_take_the_process_affinity_back(native, core, rng):
+    """Sleeping workers are woken with the caller's CPU left out of their affinity (so that Linux
+    does not queue them behind the caller); each takes the process's mask back once it runs."""
+    import time
+
+    args = random_problem(rng, 200, 1, 4, 257, dtype=np.float32, scale=0.3)
+    old_split, old_threads = core._set_split("units"), fastlstm.get_num_threads()
+    try:
+        fastlstm.set_num_threads(2)
+        for _ in range(3):
+            time.sleep(0.05)                      # the workers go to sleep (they spin ~200 µs)
+            fastlstm.lstm_forward(*args, backend="native")
+            assert core._last_split() == "units"
+        time.sleep(0.02)
+    finally:
+        core._set_split(old_split)
+        fastlstm.set_num_threads(old_threads)
+    mask = os.sched_getaffinity(0)
+    tasks = [int(t) for t in os.listdir("/proc/self/task")]
+    assert len(tasks) >= 2
+    assert {t: os.sched_getaffinity(t) for t in tasks} == {t: mask for t in tasks}
+
+
+@pytest.mark.parametrize("isa", NATIVE_ISAS)
 @pytest.mark.parametrize("I", [1, 8, 12, 16, 17])
 def test_dx_dot_products_panels_and_gemm_meet_at_the_boundaries(isa, I, native, core, rng):
     """dX runs as dot products for I <= 16, as two-vector panels for 12 <= I <= 16 on AVX2, and as
