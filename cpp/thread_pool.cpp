@@ -178,12 +178,14 @@ class Pool {
   // runs (leave_cpu below does the same for one already placed there). Linux only.
   void steer_locked(int cpu) {  // under m_
 #if defined(__linux__)
-    if (cpu < 0 || cpu >= CPU_SETSIZE || tids_.empty()) return;
-    cpu_set_t others;
-    if (sched_getaffinity(0, sizeof steer_restore_, &steer_restore_) != 0 || !CPU_ISSET(cpu, &steer_restore_)) return;
-    others = steer_restore_;
+    // thread ids are system-wide: a forked child (no workers of its own) must not move its parent's
+    if (cpu < 0 || cpu >= CPU_SETSIZE || tids_.empty() || getpid() != tids_pid_) return;
+    cpu_set_t mine, others;
+    if (sched_getaffinity(0, sizeof mine, &mine) != 0 || !CPU_ISSET(cpu, &mine)) return;
+    others = mine;
     CPU_CLR(cpu, &others);
-    if (CPU_COUNT(&others) == 0) return;
+    if (CPU_COUNT(&others) == 0) return;  // the caller may run on one CPU only: leave them be
+    steer_restore_ = mine;  // (workers not yet woken from an earlier steer take this one back)
     for (long tid : tids_)
       if (tid > 0) sched_setaffinity((pid_t)tid, sizeof others, &others);
     ++steer_gen_;
@@ -199,6 +201,7 @@ class Pool {
       std::lock_guard<std::mutex> lk(m_);
       if ((int)tids_.size() < id) tids_.resize(id, 0);
       tids_[id - 1] = (long)syscall(SYS_gettid);
+      tids_pid_ = getpid();
     }
 #endif
     for (;;) {
@@ -270,6 +273,7 @@ class Pool {
   long steer_gen_ = 0;      // steer_locked calls
 #if defined(__linux__)
   cpu_set_t steer_restore_;  // the affinity the workers take back after a steered wake-up
+  pid_t tids_pid_ = 0;       // the process the workers' ids belong to
 #endif
   std::atomic<long> job_gen_seen_{0};
   std::atomic<int> pending_{0};

@@ -718,10 +718,39 @@ def test_workers_woken_off_the_callers_cpu_take_the_process_affinity_back(native
     finally:
         core._set_split(old_split)
         fastlstm.set_num_threads(old_threads)
+    def masks():  # every thread's affinity (other libraries' threads come and go meanwhile)
+        out = {}
+        for t in os.listdir("/proc/self/task"):
+            try:
+                out[int(t)] = os.sched_getaffinity(int(t))
+            except ProcessLookupError:
+                pass
+        return out
+
     mask = os.sched_getaffinity(0)
-    tasks = [int(t) for t in os.listdir("/proc/self/task")]
-    assert len(tasks) >= 2
-    assert {t: os.sched_getaffinity(t) for t in tasks} == {t: mask for t in tasks}
+    now = masks()
+    assert len(now) >= 2 and now == {t: mask for t in now}
+    # thread ids are system-wide: a forked child, without workers of its own, must not steer ours
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # fork with threads (Python 3.12+)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            fastlstm.set_num_threads(2)
+            core._set_split("units")
+            for _ in range(3):
+                time.sleep(0.01)
+                fastlstm.lstm_forward(*args, backend="native")
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    now = masks()
+    assert now == {t: mask for t in now}
 
 
 @pytest.mark.parametrize("isa", NATIVE_ISAS)
