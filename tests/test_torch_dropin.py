@@ -172,6 +172,45 @@ def test_unbatched_input(torch, ft):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
+def test_plain_calls_take_the_short_path_and_the_rest_the_general_one(torch, ft, monkeypatch):
+    """_plain_call runs the common call (results as the general path's, gradients too) and
+    returns None for every call it does not cover, which forward() then checks in full."""
+    ref, mod = _pair(torch, ft, 3, input_size=3, hidden_size=5, num_layers=2, batch_first=True)
+    x = torch.randn(4, 6, 3, requires_grad=True)
+    hx = (torch.randn(2, 4, 5, requires_grad=True), torch.randn(2, 4, 5, requires_grad=True))
+    plain = mod._plain_call(x, hx)
+    assert plain is not None
+    general = []
+    monkeypatch.setattr(type(mod), "_plain_call", lambda self, *a: general.append(1))
+    full = mod(x, hx)
+    assert general == [1]           # the general path ran this one
+    for a, b in zip((plain[0], *plain[1]), (full[0], *full[1])):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    ga = torch.autograd.grad(sum(t.sum() for t in (plain[0], *plain[1])), [x, *hx, *mod.parameters()])
+    gb = torch.autograd.grad(sum(t.sum() for t in (full[0], *full[1])), [x, *hx, *mod.parameters()])
+    for a, b in zip(ga, gb):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    monkeypatch.undo()
+    h0, c0 = (t.detach() for t in hx)
+    not_plain = [
+        (x.detach().double(), None),                              # dtype differs from the weights
+        (x.detach()[0], None),                                    # unbatched
+        (x.detach(), [h0, c0]),                                   # hx not a tuple
+        (x.detach(), (h0[:1], c0[:1])),                           # hx of the wrong shape
+        (x.detach(), (h0.double(), c0.double())),                 # hx of another dtype
+        (torch.randn(4, 6, 2), None),                             # input size
+        (torch.randn(0, 6, 3), None),                             # empty batch
+        (x.detach().half(), None),                                # float16
+    ]
+    for inp, h in not_plain:
+        assert mod._plain_call(inp, h) is None
+    drop = ft.LSTM(3, 5, num_layers=2, dropout=0.5).train()
+    assert drop._plain_call(torch.randn(6, 4, 3), None) is None   # dropout between layers
+    assert drop.eval()._plain_call(torch.randn(6, 4, 3), None) is not None
+    monkeypatch.setenv("FASTLSTM_CHECK_FINITE", "1")
+    assert mod._plain_call(x, hx) is None                         # the finite check is the general path's
+
+
 def test_bad_input_raises_like_torch(torch, ft):
     mod = ft.LSTM(3, 4, num_layers=2)
     with pytest.raises(ValueError, match="2D or 3D"):
