@@ -394,11 +394,12 @@ PYBIND11_MODULE(_core, m) {
   }, "(buffers, bytes) idle in the buffer pool, kept for the next calls");
 
   m.def("lstm_forward", &forward, py::arg("x"), py::arg("W_ih"), py::arg("W_hh"), py::arg("b"), py::arg("h0"),
-        py::arg("c0"), py::arg("lengths"), py::arg("reverse"), py::arg("training"), py::arg("batch_first") = false,
+        py::arg("c0"), py::arg("lengths") = py::none(), py::arg("reverse") = false, py::arg("training") = false,
+        py::arg("batch_first") = false,
         "one layer, one direction: -> (y, hT, cT, workspace or None); batch_first: x and y (B, T, ·)");
   m.def("lstm_backward", &backward, py::arg("dy"), py::arg("dhT"), py::arg("dcT"), py::arg("workspace"), py::arg("x"),
-        py::arg("W_ih"), py::arg("W_hh"), py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("reverse"),
-        py::arg("need_dx") = true, py::arg("batch_first") = false, py::arg("need_dh0") = true,
+        py::arg("W_ih"), py::arg("W_hh"), py::arg("h0"), py::arg("c0"), py::arg("lengths") = py::none(),
+        py::arg("reverse") = false, py::arg("need_dx") = true, py::arg("batch_first") = false, py::arg("need_dh0") = true,
         "-> (dx, dW_ih, dW_hh, db, dh0, dc0); dx None with need_dx=False, dh0 None with need_dh0=False (not "
         "computed); batch_first as in forward: dy, x and dx (B, T, ·)");
 
