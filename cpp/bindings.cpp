@@ -480,6 +480,8 @@ PYBIND11_MODULE(_core, m) {
         "backward policy: run the steps in chunks of about bytes of dZ, each chunk's products after "
         "it, at any thread count (-1: the kernels' rule, the default); returns the previous setting");
   m.def("_last_chunks", [] { return g_last_chunks.load(); }, "how many chunks of steps the last backward ran");
+  m.def("_last_dw_h0_rows", [] { return g_last_dw_h0_rows.load(); },
+        "rows of step 0 whose share of dW_hh the last backward skipped, from a zero h0 (0: none)");
   m.def("_last_dx", [] {
     static const char* names[] = {"none", "dots", "panels", "gemm"};
     return std::string(names[g_last_dx.load()]);

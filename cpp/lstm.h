@@ -79,6 +79,7 @@ struct Workspace {
   fbuf c;                          // (Nact, Hp) c_t after each real step
   fbuf hprev;                      // (Nact + B, ldh) h_{t-1} before each real step
   fbuf c0;                         // (B, Hp) initial cell state, internal row order
+  bool h0_zero = false;            // h_{-1} = 0: backward skips step 0's share of dW_hh (h0ᵀ·dz = 0)
   const char* isa = "";            // the ISA that ran forward; backward runs the same one
   size_t nbytes() const {
     size_t N = off.empty() ? 0 : (size_t)off.back();
@@ -162,6 +163,8 @@ extern std::atomic<long> g_backward_chunk;
 extern std::atomic<int> g_last_chunks;
 // how the last backward computed dX: 0 not wanted, 1 dot products, 2 dx_panels, 3 Gemm4
 extern std::atomic<int> g_last_dx;
+// rows of step 0 whose share of dW_hh the last backward skipped (a zero h0; 0: none)
+extern std::atomic<long> g_last_dw_h0_rows;
 // Split or serial by measurement (FASTLSTM_SPLIT=measured; choose_split in lstm_kernels.cpp):
 // per loop kind and size, the last timings per row-step with one thread and split.
 struct SplitTiming {

@@ -1186,6 +1186,7 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
     ws.c = std::move(Cn);
     ws.hprev = std::move(hbuf_own);
     ws.c0 = std::move(c0p);
+    ws.h0_zero = h0_zero;
     ws.isa = FL_STR(FASTLSTM_ISA);
   }
 }
@@ -1402,7 +1403,8 @@ static void pack_xh_panels(const float* x, long I, const long* src, const float*
 // padded to whole vectors, the padding finite); C row-major, ldc ≥ G rounded up to W (whole
 // vectors stored), the blocks' rows in order, F = Σ cols. Z, the big operand, is read once, a
 // KCT × 4W panel at a time (32 KB on AVX-512: reused from L1 by every register tile of F), X from
-// L2. Threads take ranges of whole vectors of G, so each reads its own part of Z.
+// L2. Threads take ranges of whole vectors of G, so each reads its own part of Z. A block with p
+// null is skipped: its rows of C keep what they hold (accumulate only).
 constexpr long KCT = 128;
 struct TnX {
   const float* p;
@@ -1429,6 +1431,10 @@ static void gemm_tn(const TnX (&X)[NB], long G, long K, const float* Z, long ldz
         with_rows<4>((int)(pv1 - pv0), [&]<int NV>() {
           long f0 = 0;  // C row of the block's first column
           for (const TnX& b : X) {
+            if (!b.p) {
+              f0 += b.cols;
+              continue;
+            }
             for_tiles<MR4>((int)b.cols, [&]<int M>(int r0) {
               float* c = C + (f0 + r0) * ldc + pv0 * W;
               V acc[M][NV];
@@ -1595,6 +1601,7 @@ static void lstm_backward(const BackwardArgs& a) {
   float* XH = scratch(S_XB, (size_t)zrows * (tn ? I : ldw));  // tn: gathered x rows; else the packed panels
   float* dWt = scratch(S_DWI, tn ? (size_t)F * ldc : (size_t)Gz * ldw);  // tn: (F, ldc), else (4H, ldw)
   int chunks = 0;
+  long dw_h0_rows = 0;
   std::vector<float> dbp(Gz, 0.f);
   auto products = [&](long n0, long n1, bool accumulate) {
     const long Nc = n1 - n0;
@@ -1628,8 +1635,24 @@ static void lstm_backward(const BackwardArgs& a) {
         for (long n = 0; n < Nc; ++n) copy_floats(XH + n * I, a.x + sc[n] * I, I);
         xr = XH;
       }
-      const TnX xs[3] = {{xr, I, I}, {hp, ws.ldh, H}, {&one, 0, 1}};
-      gemm_tn(xs, Gz, Nc, dZ, ldz, dWt, ldc, a.threads, accumulate);
+      // From a zero h0 (forward skipped h0·W_hhᵀ), step 0 adds nothing to dW_hh: its rows go
+      // without the h_{t-1} block, unless their dz holds an Inf or NaN (0·Inf is NaN). 1/T of
+      // the dW_hh product: training 1.03x at (7,128,16,128), 1.04x at (4,128,16,128), 1.12x at
+      // (2,128,16,128) on one thread (Zen 3, both builds in one process). The Gemm4
+      // orientation (results past kTnMaxC, long sequences) keeps every row.
+      long k0 = 0;  // chunk rows [0, k0) are step 0's, run without h_{t-1}
+      if (ws.h0_zero && n0 == 0 && Nc > 0) {
+        k0 = std::min<long>(ws.off[1], Nc);
+        for (long n = 0; k0 && n < k0; ++n)
+          if (!all_finite(dZ + n * ldz, (size_t)Gz)) k0 = 0;
+      }
+      const TnX xs[3] = {{xr + k0 * I, I, I}, {hp + k0 * ws.ldh, ws.ldh, H}, {&one, 0, 1}};
+      gemm_tn(xs, Gz, Nc - k0, dZ + k0 * ldz, ldz, dWt, ldc, a.threads, accumulate);
+      if (k0) {
+        const TnX x0[3] = {{xr, I, I}, {nullptr, 0, H}, {&one, 0, 1}};
+        gemm_tn(x0, Gz, k0, dZ, ldz, dWt, ldc, a.threads, true);
+        dw_h0_rows = k0;
+      }
     } else {
       // [dW_ih | dW_hh | db] = dZᵀ · [X | H_prev | 1] in one GEMM (A = dZᵀ: ars = 1, acs = ldz),
       // so dZᵀ is packed once; I + H columns padded once (padded separately, I = 1 cost a whole
@@ -1673,6 +1696,7 @@ static void lstm_backward(const BackwardArgs& a) {
     sb = sa;
   } while (sb > 0);
   g_last_chunks.store(chunks, std::memory_order_relaxed);
+  g_last_dw_h0_rows.store(dw_h0_rows, std::memory_order_relaxed);
   g_last_dx.store(Wih_p ? 2 : WT ? 1 : Wih_b ? 3 : 0, std::memory_order_relaxed);
   for (int j = 0; j < B; ++j) {
     if (a.dh0) std::memcpy(a.dh0 + (long)ws.perm[j] * H, dh + (long)j * ldd, sizeof(float) * H);

@@ -205,6 +205,59 @@ def test_zero_initial_state_skips_the_first_recurrent_product(isa, fused, T, B, 
 
 
 @pytest.mark.parametrize("isa", NATIVE_ISAS)
+@pytest.mark.parametrize("T,B,I,H,lens,rev,bf,chunk_rows", [
+    (5, 7, 3, 21, True, False, False, None),   # ragged, a length 0: step 0 has the rows of length > 0
+    (1, 1, 2, 5, False, False, False, None),   # T = 1, B = 1: step 0 is the whole sequence
+    (4, 6, 9, 40, True, True, True, None),     # reversed, batch-first (x rows gathered)
+    (6, 5, 4, 24, True, False, False, 3)])     # chunks of 3 rows: step 0 in the last of several
+@pytest.mark.parametrize("threads", [1, 2])
+def test_zero_initial_state_skips_the_first_steps_dw_hh(isa, T, B, I, H, lens, rev, bf, chunk_rows, threads, native,
+                                                       core, rng):
+    """From h0 all zeros, step 0's rows add nothing to dW_hh (h0ᵀ·dz), and the backward's dW
+    product runs them without the h_{t-1} block (small results, gemm_tn). A nonzero h0, or an Inf
+    in step 0's dz (0·Inf is NaN: the reference's dW_hh has NaNs there), keeps them. Every
+    gradient against the float64 reference, on every ISA, 1 and 2 threads."""
+    if isa not in core.supported_isas():
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    x, W_ih, W_hh, b, _, c0 = random_problem(rng, T, B, I, H, dtype=np.float32, scale=0.6)
+    lengths = random_lengths(rng, T, B) if lens else None
+    step0_rows = B if lengths is None else int(np.count_nonzero(lengths))
+    tm = (lambda a: np.ascontiguousarray(a.transpose(1, 0, 2))) if bf else (lambda a: a)
+    dy, dhT, dcT = (rng.standard_normal(s).astype(np.float32) for s in ((T, B, H), (B, H), (B, H)))
+    inf_dy = dy.copy()
+    first = T - 1 if rev else 0                    # the time index of step 0 (reversed: the last)
+    inf_dy[first if lengths is None or not rev else lengths[0] - 1, 0, 1] = np.inf
+    one = np.zeros((B, H), np.float32)
+    one[-1, -1] = 0.25
+    zeros = np.zeros((B, H), np.float32)
+    cases = [(zeros, dy, step0_rows), (one, dy, 0), (zeros, inf_dy, 0)]
+    old_chunk = core._set_backward_chunk(-1 if chunk_rows is None else chunk_rows * 4 * ((4 * H + 15) // 16 * 16 + 16))
+    old_threads = fastlstm.get_num_threads()
+    try:
+        fastlstm.set_num_threads(threads)
+        for h0, g_y, skipped in cases:
+            a64 = [a.astype(np.float64) for a in (x, W_ih, W_hh, b, h0, c0)]
+            *_, ws = ref.lstm_forward(*a64, lengths, rev, True)
+            with np.errstate(invalid="ignore"):    # Inf · 0, Inf - Inf
+                want = ref.lstm_backward(g_y.astype(np.float64), dhT.astype(np.float64), dcT.astype(np.float64),
+                                         ws, a64[0], a64[1], a64[2], a64[4], a64[5], lengths, rev)
+            with native.use_isa(isa):
+                *_, tape = native.lstm_forward(tm(x), W_ih, W_hh, b, h0, c0, lengths, rev, True, bf)
+                got = native.lstm_backward(tm(g_y), dhT, dcT, tape, tm(x), W_ih, W_hh, h0, c0, lengths, rev, True,
+                                           bf)
+                assert core._last_dw_h0_rows() == skipped and native.last_isa() == isa
+            for g, w in zip(got, want):            # dx, dW_ih, dW_hh, db, dh0, dc0
+                g = tm(g) if g.ndim == 3 else g
+                ok = np.isfinite(w)                  # an Inf against a NaN is not a difference here
+                assert np.array_equal(np.isfinite(g), ok)
+                assert np.all(np.abs(g[ok] - w[ok]) <= 1e-4 * max(np.abs(w[ok]).max(initial=1.0), 1.0))
+            assert np.isfinite(want[2]).all() == (g_y is dy)  # the Inf reaches dW_hh through h0ᵀ·dz
+    finally:
+        core._set_backward_chunk(old_chunk)
+        fastlstm.set_num_threads(old_threads)
+
+
+@pytest.mark.parametrize("isa", NATIVE_ISAS)
 @pytest.mark.parametrize("fused", [True, False])
 def test_tail_panel_matches_reference(isa, fused, native, core, rng):
     """A last panel of ny <= W/4 units computes its four gates as one vector (AVX2, AVX-512):
