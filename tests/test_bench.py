@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import sys
+import time
 import types
 
 import numpy as np
@@ -326,6 +327,31 @@ def test_core_round_trip_probe():
         ns = _core.core_round_trip_ns(usable[0], usable[1], 2000, 3)
         assert 0 < ns < 1e6
         assert sorted(os.sched_getaffinity(0)) == usable              # the caller's affinity restored
+
+
+def test_settle_waits_for_a_spinning_thread_to_stop():
+    """settle() sleeps its minimum and then on while another thread of the process burns CPU (a
+    peer's pool spinning after its call), returning once that has stopped; idle, it returns after
+    its minimum and one short window."""
+    import threading
+
+    from fastlstm.bench import runner
+
+    done = threading.Event()
+
+    def spin(seconds=0.15):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+        done.set()
+
+    t = threading.Thread(target=spin)
+    t.start()
+    slept = runner.settle(0.0, max_s=5.0)
+    assert done.is_set() and slept >= 0.1
+    t.join()
+    slept = runner.settle(0.02, max_s=5.0)
+    assert 0.02 <= slept < 0.5
 
 
 def test_time_interleaved_times_every_contender_in_rotating_rounds(monkeypatch):

@@ -164,11 +164,36 @@ def check_problem(p: Problem, max_gflop: float) -> Problem:
 # of one contender halves the next one's second core (measured: fastlstm's 2-thread forward at
 # (50,32,200,200) 2.38 ms alone, 2.85 ms right after a torch call, 2.36 ms 1 s later).
 SETTLE_S = 0.15
+# How long they spin, measured on the 2-core VM as the process's CPU time while its caller slept,
+# after a 2-thread forward at (20,64,300,300): ONNX Runtime's worker 40-60 ms of a whole core,
+# torch's OpenMP workers ~10 ms, fastlstm's pool under 1 ms. So settle() waits until no other
+# thread of the process is busy, not a fixed time: with a fixed 30 ms between samples the sweep's
+# 2-thread forwards of fastlstm ran while ONNX Runtime's worker still spun, in the two rounds of
+# three where they followed it (fastlstm / ONNX Runtime at 2 threads, samples alternating, fixed
+# 30 ms against settle(): (20,64,300,300) 17.8 / 15.2 ms against 14.5 / 14.5 ms;
+# (50,32,200,200) 9.5 / 8.3 against 7.5 / 7.9; (50,32,100,100) 2.9 / 2.5 against 2.6 / 2.5).
+SETTLE_MAX_S = 0.5
+SETTLE_WINDOW_S = 0.005
+
+
+def settle(min_s: float, max_s: float = SETTLE_MAX_S) -> float:
+    """Sleep min_s, then on until the process's other threads used under a fifth of a core for
+    SETTLE_WINDOW_S (the caller sleeps, so its CPU time is theirs), at most max_s more: the
+    previous contender's pools have stopped spinning. Returns the seconds slept."""
+    t_start = time.perf_counter()
+    time.sleep(min_s)
+    end = time.perf_counter() + max_s
+    while time.perf_counter() < end:
+        c0, t0 = time.process_time(), time.perf_counter()
+        time.sleep(SETTLE_WINDOW_S)
+        if time.process_time() - c0 < 0.2 * (time.perf_counter() - t0):
+            break
+    return time.perf_counter() - t_start
 
 
 def time_call(fn: Callable[[], object], repeats: int, warmup: int, min_time: float) -> dict:
     """Median and spread (ms per call) of `repeats` runs; each run loops `inner` calls."""
-    time.sleep(SETTLE_S)
+    settle(SETTLE_S)
     for _ in range(warmup):
         fn()
     t0 = time.perf_counter_ns()
@@ -197,8 +222,8 @@ def _stats(samples: list, inner: int) -> dict:
             "q1_ms": float(np.percentile(a, 25)), "q3_ms": float(np.percentile(a, 75))}
 
 
-# Idle time before each sample of an interleaved round: long enough for an OpenMP or ONNX Runtime
-# pool of the contender before to stop spinning on the second core.
+# Idle time before each sample of an interleaved round, at least: settle() then waits until the
+# contender before has stopped spinning on the second core.
 SETTLE_BETWEEN_S = 0.03
 
 
@@ -211,7 +236,7 @@ def time_interleaved(fns: Sequence[Callable[[], object]], repeats: int, warmup: 
     which is as long as timing one contender after another takes, so a slow spell landed on one
     contender of a cell and not on the next; in rounds it falls on all of them alike.
     `before(i)` runs before each sample of contender i, untimed (thread counts)."""
-    time.sleep(SETTLE_S)
+    settle(SETTLE_S)
     inner = []
     for i, fn in enumerate(fns):
         if before is not None:
@@ -230,7 +255,7 @@ def time_interleaved(fns: Sequence[Callable[[], object]], repeats: int, warmup: 
                 i = (j + r) % len(fns)
                 if before is not None:
                     before(i)
-                time.sleep(SETTLE_BETWEEN_S)
+                settle(SETTLE_BETWEEN_S)
                 t0 = time.perf_counter_ns()
                 for _ in range(inner[i]):
                     fns[i]()

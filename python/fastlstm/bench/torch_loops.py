@@ -29,6 +29,8 @@ from torch import nn
 
 import fastlstm
 
+from .runner import settle
+
 PROBLEMS = ("forecast", "classify", "char-LM", "seq2seq")
 BATCH = {"forecast": 32, "classify": 32, "char-LM": 64, "seq2seq": 128}
 VOCAB_CHARS = 96
@@ -171,8 +173,9 @@ def _set_threads(n: int) -> None:
 # time (one core's FMA peak 82-102 GFLOP/s within minutes); a seq2seq epoch takes ~0.6 s, so with
 # whole epochs in turn a slow spell could fall on one module's epoch and not the other's: six runs
 # of round 13 gave seq2seq 1.19-1.51x. A segment (5 seq2seq batches, ~70 ms) is long enough to keep
-# each library's thread pool busy as a real loop does, and SETTLE_S of idle time before each lets the
-# other library's spinning threads (OpenMP, fastlstm's pool) go to sleep first, untimed.
+# each library's thread pool busy as a real loop does, and SETTLE_S of idle time before each (then
+# on until no other thread of the process is busy: runner.settle) lets the other library's
+# spinning threads (OpenMP, fastlstm's pool) go to sleep first, untimed.
 SEGMENTS = 8
 SETTLE_S = 0.03
 
@@ -187,7 +190,7 @@ def interleaved_epoch(fits: dict, max_batches: int | None = None) -> dict:
     keys = list(fits)
     for j, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
         for k in keys if j % 2 == 0 else keys[::-1]:
-            time.sleep(SETTLE_S)
+            settle(SETTLE_S)
             wall, cpu, _ = fits[k].train(plans[k][a:b])
             out[k][0] += wall
             out[k][1] += cpu
