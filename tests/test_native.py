@@ -225,8 +225,7 @@ def test_zero_initial_state_skips_the_first_steps_dw_hh(isa, T, B, I, H, lens, r
     tm = (lambda a: np.ascontiguousarray(a.transpose(1, 0, 2))) if bf else (lambda a: a)
     dy, dhT, dcT = (rng.standard_normal(s).astype(np.float32) for s in ((T, B, H), (B, H), (B, H)))
     inf_dy = dy.copy()
-    first = T - 1 if rev else 0                    # the time index of step 0 (reversed: the last)
-    inf_dy[first if lengths is None or not rev else lengths[0] - 1, 0, 1] = np.inf
+    inf_dy[T - 1 if rev else 0, 0, 1] = np.inf     # batch row 0 (length T) at its step 0
     one = np.zeros((B, H), np.float32)
     one[-1, -1] = 0.25
     zeros = np.zeros((B, H), np.float32)
