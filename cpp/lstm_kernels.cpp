@@ -103,7 +103,10 @@ static void release_scratch() {
 // fused gate tile) and the big GEMMs' A read in place. Forward on Zen 3, both builds in one
 // process: 1.03-1.05x at (7,128,16,128), (50,64,100,100), (50,32,200,200), (24,32,1,50);
 // training 1.00-1.02x. Written out the same way, the big GEMMs' packed-A tile and a strided one
-// for gemm_tn ran within ±1-2% of GCC's code: not taken.
+// for gemm_tn ran within ±1-2% of GCC's code: not taken. The fused tile as two passes of 6 rows
+// × 2 vectors (gates i, f, then g, o: half the weight loads per multiply-add, for few rows a
+// step) ran the forward 0.79-1.00x of this tile at B = 8 and 0.96-1.01x at B = 32, 64 (Zen 3,
+// 1 thread, one build alternating both ways).
 // (asm operands: 12 accumulators, a and b read-write, two inputs = GCC's limit of 30)
 static inline void micro34_avx2(long K, const float* a, long ra, const float* bp, V (&acc)[3][4]) {
   const float* bend = bp + K * 4 * W;
@@ -276,7 +279,9 @@ static void pack_cols(const float* Wm, long ldw, long K, long Kvalid, long N, co
 // Row by row: each row of W is read once, front to back, and cut into every panel. Panel by
 // panel, each read one line of every row (rows 2 KB apart at H = 512: a new page every other
 // row, which no prefetcher follows): packing W_hh for the backward was a fifth of a B = 1
-// training call at (20,1,512,512) on Zen 3.
+// training call at (20,1,512,512) on Zen 3. Panel by panel within each block of 32 rows (rows
+// then in L1/L2, each panel's writes contiguous) trained 0.76-0.99x at (20,1|8|32,·,300|512)
+// and (50,32,200,200): the stores, a new line in every panel, cost the same either way.
 static void pack_rows(const float* Wm, long ldw, long K, long N, long Nvalid, const int* rowmap, int NR,
                       float* out, int threads) {
   const long panels = (N + NR - 1) / NR;
@@ -1090,6 +1095,12 @@ static void fwd_step(const FwdLoop& L, int s, long r0, long r1, long u0, long u1
   // (1 MB at H = 256 on Zen 4) would miss on every line if always streamed in one order;
   // zig-zag, the lines used last are used first again ((100,1,256,256), A/B of two builds
   // over 6 rounds: 1 thread −8%, 2 threads −3%).
+  // Each tile streams its whole panel (K × 4W floats) from L2, not in K blocks kept in L1 across
+  // the tiles: on Zen 3 (512 KB L2) the 3×4 tile alone ran at 88-94% of the FMA peak with 33 rows
+  // a panel and W_hh of 0.6-4 MB streaming from L3 (a C++ loop of micro34_avx2, fast spells),
+  // and K blocks of 64-128 ran it 4-8% slower (their partial sums round-trip through L1);
+  // prefetching the next panel into L2 or L1 during the current one, 2-6% slower. In this loop,
+  // K blocks of 64-256 ran the forward 0.82-1.15x at B = 8-64, H = 200-512 (noise, both ways).
   const long p0 = u0 / W, np = u1 / W - p0;
   for (long i = 0; i < np; ++i) {
     const long p = (s & 1) ? p0 + np - 1 - i : p0 + i;
@@ -1404,7 +1415,10 @@ static void pack_xh_panels(const float* x, long I, const long* src, const float*
 // vectors stored), the blocks' rows in order, F = Σ cols. Z, the big operand, is read once, a
 // KCT × 4W panel at a time (32 KB on AVX-512: reused from L1 by every register tile of F), X from
 // L2. Threads take ranges of whole vectors of G, so each reads its own part of Z. A block with p
-// null is skipped: its rows of C keep what they hold (accumulate only).
+// null is skipped: its rows of C keep what they hold (accumulate only). X packed per thread once
+// per K block (each tile's columns as contiguous runs, reused by every Z panel) trained
+// 0.98-1.04x at (24,32,1,50), (7,128,16,128), (100,32,10,100), (50,64,100,100) (Zen 3, one
+// build alternating both ways): X's strided reads are not what limits it.
 constexpr long KCT = 128;
 struct TnX {
   const float* p;
