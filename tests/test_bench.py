@@ -279,6 +279,31 @@ def test_sweep_end_to_end_writes_heat_map_json_and_worst_cells(tmp_path):
     assert not list(tmp_path.glob(".tmp-*"))
 
 
+def test_sweep_keeps_the_higher_fma_peak_probe_for_its_training_target(monkeypatch):
+    """The FMA peak is probed at the start and again at the end of a sweep, and the higher one is
+    the peak: a start probe taken while the host held the other vCPU (round 19: 104 against
+    186-188 GFLOP/s on 2 threads) would lower the training target and every % of peak."""
+    require_backend("native")
+    require("torch")
+    require("onnxruntime")
+    from fastlstm.bench import sweep
+
+    probes = iter([(10.0, "measured"), (40.0, "measured")])
+    monkeypatch.setattr(runner, "fma_peak", lambda n, seconds=0.2: next(probes))
+    opts = sweep.SweepOptions(threads=[1], hidden=[5], batches=[3], inputs=["1"], repeats=1,
+                              min_time=0.0, progress=False)
+    res = sweep.run(opts)
+    assert res["peaks"] == [{"threads": 1, "gflops": 40.0, "state": "measured", "samples": [10.0, 40.0]}]
+    train = next(c for c in res["cells"] if c["mode"] == "train")
+    gf = train["native_gflops"]
+    torch_gf = gf * train["native_ms"] / train["torch_ms"]
+    assert train["target"] == pytest.approx(gf / min(1.2 * torch_gf, 0.85 * 40.0))
+    ok = [r for r in res["rows"] if r["status"] == "ok"]
+    assert ok and all(r["pct_peak"] == pytest.approx(100.0 * r["gflops"] / 40.0) for r in ok)
+    assert "FMA peak, 1 thread(s): 40.0 GFLOP/s (the higher of the probes at the start and the end: 10.0, 40.0)" \
+        in sweep.format_text(res)
+
+
 def test_sweep_rejects_options_of_the_shape_benchmark(capsys):
     assert main(["bench", "--sweep", "--shape", "book", "--no-progress"]) == 2
     assert "--shape cannot be combined with --sweep" in capsys.readouterr().err

@@ -110,7 +110,7 @@ def run(opts: SweepOptions) -> dict:
         for n in opts.threads:
             runner._set_threads(contenders, blas, n)
             peaks[n], how = runner.fma_peak(n)
-            results["peaks"].append({"threads": n, "gflops": peaks[n], "state": how})
+            results["peaks"].append({"threads": n, "gflops": peaks[n], "state": how, "samples": [peaks[n]]})
         # Each shape at every thread count back to back, not one pass per thread count: the VM's
         # speed drifts by several percent over the minutes a pass takes, and the check "2 threads
         # never slower than 1" compares a cell's own timings (one pass each, the 2-thread times
@@ -149,6 +149,9 @@ def run(opts: SweepOptions) -> dict:
                 for row in pending:
                     row.update(status="error", note=f"error: {type(e).__name__}: {e}")
             ref_cache.clear()              # one shape's references at a time: memory stays flat
+        for entry in results["peaks"]:     # a peak is a maximum (the targets below use it)
+            runner._set_threads(contenders, blas, entry["threads"])
+            runner.recheck_peak(entry, results["rows"])
     finally:
         bar.close()
         runner.fastlstm.set_num_threads(old_threads)
@@ -239,7 +242,9 @@ def format_text(results: dict, worst: int = 8) -> str:
              f"memory allocator: {m.get('allocator', 'default')}",
              f"core-to-core round trip: {runner.round_trip_text(m) or 'not measured'}"]
     for p in results["peaks"]:
-        lines.append(f"FMA peak, {p['threads']} thread(s): {_f(p['gflops'], '{:.1f}')} GFLOP/s")
+        probes = ", ".join(_f(v, "{:.1f}") for v in p.get("samples", []))
+        lines.append(f"FMA peak, {p['threads']} thread(s): {_f(p['gflops'], '{:.1f}')} GFLOP/s"
+                     + (f" (the higher of the probes at the start and the end: {probes})" if probes else ""))
     for n in results["options"]["threads"]:
         for mode in results["options"]["modes"]:
             sel = [c for c in cs if c["threads"] == n and c["mode"] == mode and c["ratio"] is not None]
