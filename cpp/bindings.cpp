@@ -322,9 +322,9 @@ struct Cell : ZeroedNew {
     float* cp = static_cast<float*>(c.mutable_data());
     if ((long)B * P.H > kStepGilFreeMin) {
       py::gil_scoped_release nogil;
-      table->lstm_step(P, xp, hp, cp, B);
+      table->lstm_step(P, xp, hp, cp, B, g_threads.load());
     } else {
-      table->lstm_step(P, xp, hp, cp, B);
+      table->lstm_step(P, xp, hp, cp, B, g_threads.load());
     }
     return h;
   }
@@ -474,6 +474,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("_set_late_join_test_delay", [](int us) { return StepTeam::test_join_delay_us.exchange(us); },
         py::arg("us"), "tests: the last thread of a split loop sleeps us µs before step 0 (0: off); returns the previous");
   m.def("_last_fused", [] { return g_last_fused.load(); }, "whether the last forward fused the input projection");
+  m.def("_last_step_threads", [] { return g_last_step_threads.load(); },
+        "the threads the last streaming step split its panels over (1: the caller alone)");
   m.def("_last_h0_zero", [] { return g_last_h0_zero.load(); },
         "whether the last forward found h0 all zeros and skipped step 0's h0·W_hhᵀ");
   m.def("_set_backward_chunk", [](long bytes) { return g_backward_chunk.exchange(bytes); }, py::arg("bytes"),

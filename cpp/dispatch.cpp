@@ -26,6 +26,7 @@ std::vector<const KernelTable*> compiled_tables() {
 std::atomic<long> g_fuse_rows{-1};
 std::atomic<bool> g_last_fused{false};
 std::atomic<bool> g_last_h0_zero{false};
+std::atomic<int> g_last_step_threads{1};
 std::atomic<int> g_split{0};
 std::atomic<int> g_last_split{0};
 std::atomic<long> g_last_steals{0};

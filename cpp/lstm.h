@@ -127,7 +127,7 @@ struct KernelTable {
                        bool persistent);
   void (*lstm_forward_packed)(const ForwardArgs&, const Packed&);
   // one step, h and c (B, H) updated in place; x (B, I)
-  void (*lstm_step)(const Packed&, const float* x, float* h, float* c, int B);
+  void (*lstm_step)(const Packed&, const float* x, float* h, float* c, int B, int threads);
   // C(M,N) = A(M,K)·B(K,N), all row-major (for tests of the GEMM itself)
   // C (M,N) = A·B, B (K,N) row-major; A(i,k) = A[i·ars + k·acs] (row-major: ars = K, acs = 1)
   void (*gemm)(int M, int N, int K, const float* A, long ars, long acs, const float* B, float* C, int threads);
@@ -149,6 +149,8 @@ extern std::atomic<long> g_fuse_rows;
 extern std::atomic<bool> g_last_fused;
 // whether the last forward found h0 all zeros and skipped step 0's h_{t-1}·W_hhᵀ (tests)
 extern std::atomic<bool> g_last_h0_zero;
+// the threads the last streaming step split its panels over (1: it ran on the caller alone)
+extern std::atomic<int> g_last_step_threads;
 extern std::atomic<int> g_split;
 extern std::atomic<int> g_last_split;
 // how many parts the last recurrent loop (forward or backward) split over threads ran for a

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -528,6 +529,53 @@ def test_stepper_matches_whole_sequence(backend, B, I, H, rng):
     yr, hr, cr, _ = ref.lstm_forward(*a64, None, False, False)
     np.testing.assert_allclose(np.stack(ys), yr, atol=2e-5, rtol=1e-5)
     np.testing.assert_allclose(c, cr, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("isa", NATIVE_ISAS)
+@pytest.mark.parametrize("B,I,H,cold_split", [
+    (1, 4, 32, None),      # too small to split at all
+    (1, 96, 96, False),    # splits within a stream of steps, not after idle
+    (1, 7, 130, False),    # the same with a tail panel (AVX2) and an odd I
+    (3, 40, 257, True),    # splits from the first step after idle
+    (2, 512, 512, True),
+])
+def test_streaming_step_splits_its_panels_bit_for_bit(isa, B, I, H, cold_split, native, core, rng):
+    """On 2 threads a step with work enough hands its panels of units to the team, each panel whole
+    to one thread, so h and c equal the 1-thread step's bit for bit. After idle only a big step
+    splits (a worker's wake-up would cost a small one more than it saves); in a stream of steps
+    the next ones find the team spinning and split from far less work."""
+    if isa not in core.supported_isas():
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    T = 12
+    x, W_ih, W_hh, b, h0, c0 = random_problem(rng, T, B, I, H, dtype=np.float32, scale=1 / np.sqrt(H))
+    old = fastlstm.get_num_threads()
+    try:
+        with native.use_isa(isa):
+            cell = core.Cell(W_ih, W_hh, b)
+            assert cell.isa == isa
+            runs = {}
+            for threads in (1, 2):
+                fastlstm.set_num_threads(threads)
+                time.sleep(0.02)        # idle: the workers asleep, no stream of steps
+                h, c, ys, used = h0.copy(), c0.copy(), [], []
+                for t in range(T):
+                    cell.step(x[t], h, c)
+                    used.append(core._last_step_threads())
+                    ys.append(h.copy())
+                runs[threads] = (np.stack(ys), c, used)
+    finally:
+        fastlstm.set_num_threads(old)
+    np.testing.assert_array_equal(runs[2][0], runs[1][0])
+    np.testing.assert_array_equal(runs[2][1], runs[1][1])
+    assert runs[1][2] == [1] * T
+    used = runs[2][2]
+    if cold_split is None:
+        assert used == [1] * T
+    else:
+        assert used[0] == (2 if cold_split else 1)
+        assert 2 in used[1:]    # back to back (a descheduled test process may miss a few)
+    np.testing.assert_allclose(runs[2][0][-1], ref.lstm_forward(*[a.astype(np.float64) for a in (
+        x, W_ih, W_hh, b, h0, c0)], None, False, False)[1], atol=2e-5, rtol=1e-5)
 
 
 def test_native_stepper_rejects_bad_state(native, rng):
