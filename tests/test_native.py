@@ -374,7 +374,8 @@ def test_set_num_threads_rejects_zero():
 @pytest.mark.parametrize("split", ["rows", "units"])
 def test_concurrent_calls_from_python_threads(split, native, core, rng):
     """Several Python threads at once (the GIL is released): the callers that find the thread
-    team busy run serially, with the work split for one thread; every result is still right."""
+    team busy run serially, with the work split for one thread; every result is still right.
+    Streaming steps, which split their panels over the team too, run among the whole calls."""
     problems = [random_problem(rng, 6, 16, 5, 64, dtype=np.float32) for _ in range(6)]
     a64 = [[a.astype(np.float64) for a in p] for p in problems]
     wants = []
@@ -392,6 +393,11 @@ def test_concurrent_calls_from_python_threads(split, native, core, rng):
                 np.testing.assert_allclose(y, wants[k][0], atol=2e-5, rtol=1e-5)
                 for got, want in zip(grads, wants[k][1]):
                     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+                x, W_ih, W_hh, b, h0, c0 = problems[k]
+                cell, h, c = core.Cell(W_ih, W_hh, b), h0.copy(), c0.copy()
+                for t in range(len(x)):
+                    cell.step(x[t], h, c)
+                np.testing.assert_allclose(h, wants[k][0][-1], atol=2e-5, rtol=1e-5)
         except Exception as e:  # reported below; an exception in a thread is otherwise lost
             errors.append(e)
 
