@@ -588,12 +588,33 @@ constexpr double kFuseMaxWeightBytes = kCachedWeightBytes;
 // Measured with the bench CLI on Zen 4 (FASTLSTM_FUSE_ROWS forcing the path, 2 rounds), fused vs
 // merged: (100,32,512,512) −5% at 1 and 2 threads, (100,16,128,128) −1% to −10%,
 // (50,64,1024,1024) +0.4% to +3%.
+// Few rows a step and many inputs go merged, whatever the weights: the merged GEMM runs the
+// input projection over T·B rows in full tiles with W_ih reused from cache, where the fused tile
+// would run it over a step's few rows in 3,3,2-row tiles and stream W_ih with W_hh every step.
+// Measured on Zen 3 (round 20), fused/merged time, both paths alternating in one process, 11
+// rounds: forward B = 8, I = H = 100-300: 1.02-1.10x on 1 thread, 1.06-1.13x on 2; B = 16,
+// I = H = 100 and 300: 1.02-1.08x; B = 8, I = 64 or 100, H = 200: 1.03-1.06x; training B = 8,
+// I = H = 100-300: 1.01-1.06x. Not with B = 32 (0.95-1.05x), I = 32 (0.93-1.00x) or
+// H = I = 50-64 (0.64-1.03x: a tile of 2 rows · 64 units is cheap, and the 2-thread row split
+// changes with the weights a step reads). For inference Zx is scratch that stays allocated:
+// past kMergedMaxZxBytes (a long sequence) the tile keeps fusing. AVX2 only: on Zen 4 the
+// fused tile won at (100,16,128,128) (above), and this rule is not measured there.
 // g_fuse_rows >= 0 overrides the rule with a plain row threshold (tests, measurements).
-static bool fuse_input(long rows, long I, long Hp) {
+#if defined(__AVX2__) && !defined(__AVX512F__)
+constexpr long kMergedMaxRows = 16;
+#else
+constexpr long kMergedMaxRows = 0;
+#endif
+constexpr long kMergedMinInputs = 64, kMergedMinHidden = 96;
+constexpr double kMergedMaxZxBytes = 32e6;
+static bool fuse_input(long rows, long I, long Hp, double zx_bytes, bool training) {
   const long min_rows = g_fuse_rows.load(std::memory_order_relaxed);
   if (I <= 0) return false;
   if (min_rows >= 0) return rows >= min_rows;
   const double weight_bytes = 4.0 * (I + Hp) * 4 * Hp;
+  if (rows <= kMergedMaxRows && I >= kMergedMinInputs && Hp >= kMergedMinHidden &&
+      (training || zx_bytes <= kMergedMaxZxBytes))
+    return false;
   return rows >= 2L * MR4 && (weight_bytes <= kFuseMaxWeightBytes || 3 * rows >= I);
 }
 
@@ -1149,7 +1170,7 @@ static void lstm_forward_packed(const ForwardArgs& a, const Packed& P) {
   // (fuse_input): same register tile, no Zx round-trip through memory (at (100,32,512,512) Zx
   // is 26 MB written and read back). Few rows per step keep the merged GEMM, whose M = T·B
   // rows make full register tiles where a step's single row would not.
-  const bool fuse = fuse_input(o.Bs.empty() ? 0 : o.Bs[0], I, Hp);
+  const bool fuse = fuse_input(o.Bs.empty() ? 0 : o.Bs[0], I, Hp, 4.0 * N * G, training);
   fbuf Zx_own, hbuf_own, c0p, Cn;
   float* Zx = training ? (Zx_own = alloc((size_t)N * G)).get() : fuse ? nullptr : scratch(S_ZX, (size_t)N * G);
   const float* X = a.x;

@@ -164,6 +164,41 @@ def _check_forward_paths(isa, fused, split, T, B, I, H, lens, rev, parallel, nat
 
 
 @pytest.mark.parametrize("isa", NATIVE_ISAS)
+def test_default_rule_merges_the_input_projection_of_few_rows_and_many_inputs(isa, native, core, rng):
+    """The default fuse rule (fuse_input): on AVX2 a step of <= 16 rows with I >= 64 and
+    Hp >= 96 runs the merged input GEMM, in training too; more rows, fewer inputs or fewer units
+    fuse, and so does an inference whose Zx scratch would pass 32 MB. Other ISAs keep fusing."""
+    if isa not in core.supported_isas():
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    avx2 = isa == "avx2"
+    fills = 8 >= {"avx512": 10, "avx2": 6, "sse2": 4}.get(isa, 8)  # 8 rows fill two register tiles
+    # (T, B, I, H): fused at inference, fused when training
+    cases = {(5, 8, 100, 100): (fills and not avx2,) * 2, (5, 16, 64, 120): (not avx2,) * 2,
+             (5, 17, 100, 100): (True, True), (5, 8, 63, 100): (fills,) * 2, (5, 8, 100, 80): (fills,) * 2}
+    if avx2:  # 2500·8 rows · 4·104 gates · 4 bytes = 33 MB of Zx
+        cases[(2500, 8, 100, 100)] = (True, False)
+    old_rows, old_threads = core._set_fuse_rows(-1), fastlstm.get_num_threads()
+    try:
+        fastlstm.set_num_threads(1)
+        for (T, B, I, H), fused in cases.items():
+            args = random_problem(rng, T, B, I, H, dtype=np.float32, scale=0.6, state=True)
+            yr = ref.lstm_forward(*[a.astype(np.float64) for a in args], None, False, False)[0] if T < 100 else None
+            with native.use_isa(isa):
+                for training in (False, True):
+                    y = fastlstm.lstm_forward(*args, training=training, backend="native")[0]
+                    assert native.last_isa() == isa and core._last_fused() is fused[training], (T, B, I, H, training)
+                    core._set_fuse_rows(1 << 30 if fused[training] else 0)  # the other path
+                    other = fastlstm.lstm_forward(*args, training=training, backend="native")[0]
+                    core._set_fuse_rows(-1)
+                    assert np.abs(y - other).max() <= 1e-4  # float32 rounding (b added first or last)
+                    if yr is not None:
+                        assert np.all(np.abs(y - yr) <= 2e-5 + 1e-5 * np.abs(yr))
+    finally:
+        core._set_fuse_rows(old_rows)
+        fastlstm.set_num_threads(old_threads)
+
+
+@pytest.mark.parametrize("isa", NATIVE_ISAS)
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("T,B,I,H,lens,rev,bf", [
     (5, 7, 3, 21, True, False, False),    # ragged, a length 0; a tail panel on AVX2/AVX-512
