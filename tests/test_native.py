@@ -699,6 +699,10 @@ def test_infinite_inputs_follow_the_reference(isa, where, sign, fused, native, c
     (2, 16, 8, 512, ("units", "rows")),
     (4, 32, 200, 200, "rows"),    # 1.4 MB of weights, but 13 vectors split unevenly in 2W chunks
     (3, 1, 4, 768, "units"),      # one row: a 4.7 MFLOP step split over the units
+    # forward: 4 rows per thread, fewer than two full register tiles, and the units split evenly
+    # (units_fill_tiles); the backward keeps rows
+    (20, 8, 1, 128, ("units", "rows")),
+    (20, 8, 1, 100, "rows"),      # the same, but the units split unevenly: rows
 ])
 def test_automatic_thread_split_rule(T, B, I, H, expect, native, core, rng):
     """plan_loop's rule with 2 threads and no forced policy, forward and backward (the path taken
