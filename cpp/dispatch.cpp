@@ -34,6 +34,7 @@ std::atomic<long> g_last_late_joins{0};
 std::atomic<long> g_backward_chunk{-1};
 std::atomic<int> g_last_chunks{0};
 std::atomic<int> g_last_dx{0};
+std::atomic<int> g_last_dw{0};
 std::atomic<long> g_last_dw_h0_rows{0};
 std::mutex g_split_timing_mu;
 SplitTiming g_split_timings[kSplitTimings];

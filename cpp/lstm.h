@@ -165,6 +165,9 @@ extern std::atomic<long> g_backward_chunk;
 extern std::atomic<int> g_last_chunks;
 // how the last backward computed dX: 0 not wanted, 1 dot products, 2 dx_panels, 3 Gemm4
 extern std::atomic<int> g_last_dx;
+// how the last backward computed dW: 0 gemm_tn (transposed back), 1 Gemm4 (copied back), 2 Gemm4
+// straight into the arrays
+extern std::atomic<int> g_last_dw;
 // rows of step 0 whose share of dW_hh the last backward skipped (a zero h0; 0: none)
 extern std::atomic<long> g_last_dw_h0_rows;
 // Split or serial by measurement (FASTLSTM_SPLIT=measured; choose_split in lstm_kernels.cpp):

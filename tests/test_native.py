@@ -927,9 +927,12 @@ def test_dx_dot_products_panels_and_gemm_meet_at_the_boundaries(isa, I, native, 
 @pytest.mark.parametrize("T,B,I,H,lens,rev,bf,need_dx", [
     (7, 9, 3, 21, True, False, False, True),     # dX by dot products, dW by gemm_tn; ragged, a length 0
     (6, 5, 17, 45, True, True, True, True),      # dX by a GEMM, rows scattered; reversed, batch-first
-    (5, 6, 16, 128, False, False, True, True),   # dW by Gemm4 with db as row sums ((I + H) % W == 0)
-    (4, 7, 20, 130, True, True, False, False),   # dW by Gemm4, the ones column; no dX
-    (3, 4, 2, 5, "zeros", False, False, True)])  # every length 0: one empty chunk
+    (5, 6, 16, 128, False, False, True, True),   # dW by gemm_tn, (I + H) % W == 0
+    # dW by Gemm4 (4H·(I + H + 1) > 2^18 floats):
+    (3, 5, 400, 128, False, False, True, True),  # straight into dW_ih, dW_hh; db as dZᵀ's row sums
+    (4, 7, 380, 130, True, True, False, False),  # copied back (rows of 130); db from the ones column; no dX
+    (3, 4, 2, 5, "zeros", False, False, True),   # every length 0: one empty chunk
+    (2, 3, 380, 130, "zeros", False, False, True)])  # the same by Gemm4: zeros through its SplitOut
 @pytest.mark.parametrize("threads", [1, 3])
 def test_backward_in_chunks_matches_reference(isa, chunk, T, B, I, H, lens, rev, bf, need_dx, threads, native, core,
                                               rng):
@@ -960,6 +963,9 @@ def test_backward_in_chunks_matches_reference(isa, chunk, T, B, I, H, lens, rev,
                 got[forced] = native.lstm_backward(tm(dy), dhT, dcT, tape, tm(x), W_ih, W_hh, h0, c0, lengths,
                                                    rev, need_dx, bf)
                 assert native.last_isa() == isa
+                W = core.vector_width()  # straight into dW when I and H keep its vectors aligned
+                assert core._last_dw() == ("tn" if 4 * H * (I + H + 1) <= 1 << 18 else
+                                           "gemm direct" if I % W == 0 and H % W == 0 else "gemm")
                 if forced:  # the first step's dh_{-1} skipped: the rest as before
                     part = native.lstm_backward(tm(dy), dhT, dcT, tape, tm(x), W_ih, W_hh, h0, c0, lengths,
                                                 rev, need_dx, bf, need_dh0=False)
