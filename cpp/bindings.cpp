@@ -492,7 +492,7 @@ PYBIND11_MODULE(_core, m) {
     static const char* names[] = {"tn", "gemm", "gemm direct"};
     return std::string(names[g_last_dw.load()]);
   }, "how the last backward computed dW: tn (gemm_tn, transposed back), gemm (Gemm4, copied back) or "
-     "gemm direct (Gemm4 writing straight into dW_ih, dW_hh and db)");
+     "gemm direct (Gemm4 writing straight into dW_ih and dW_hh)");
   m.def("_set_split_adaptive", [](bool on) { return g_split_adaptive.exchange(on); }, py::arg("on"),
         "whether loops the rule splits are timed and run split or on one thread, the faster "
         "(FASTLSTM_SPLIT=measured; default false: the static rule alone); returns the previous");
